@@ -1,0 +1,1 @@
+//! Data: readers, downloads, augmentation, samplers, loader.

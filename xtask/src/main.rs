@@ -1,0 +1,39 @@
+//! `cargo xtask <command>`: the project's runner. Each command lives in its own module.
+
+mod bench;
+mod check;
+mod fetch;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "kd: knowledge-distillation toolkit runner")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download (or import with --from) and verify a dataset under datasets/<name>/.
+    FetchData(fetch::Args),
+    /// Evaluate reference cases (op or loss JSON files, or folders of them) against this
+    /// project's implementation; exits non-zero on any mismatch or unknown op/method.
+    Check(check::Args),
+    /// Benchmarks: `data`, `ops`; results are printed and written under target/bench/.
+    Bench(bench::Args),
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::FetchData(a) => fetch::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
