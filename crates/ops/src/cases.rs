@@ -90,14 +90,26 @@ impl Report {
         let err = (got - want).abs();
         let bound = self.tolerance.abs + self.tolerance.rel * want.abs();
         // NaN compares false everywhere: make it the worst possible.
-        let ratio = if err.is_nan() { f64::INFINITY } else { err / bound };
+        let ratio = if err.is_nan() {
+            f64::INFINITY
+        } else {
+            err / bound
+        };
         self.compared += 1;
-        self.max_abs_err = self.max_abs_err.max(if err.is_nan() { f64::INFINITY } else { err });
+        self.max_abs_err = self
+            .max_abs_err
+            .max(if err.is_nan() { f64::INFINITY } else { err });
         if want != 0.0 {
             self.max_rel_err = self.max_rel_err.max(err / want.abs());
         }
         if self.worst.as_ref().is_none_or(|w| ratio > w.ratio) {
-            self.worst = Some(Worst { name: name.to_string(), index, got, want, ratio });
+            self.worst = Some(Worst {
+                name: name.to_string(),
+                index,
+                got,
+                want,
+                ratio,
+            });
         }
     }
 

@@ -1,0 +1,436 @@
+//! Fused BatchNorm2d (+ optional ReLU) and residual add + ReLU.
+//!
+//! Training mode normalises with the batch statistics over `(N, H, W)` (biased variance) and
+//! updates the running statistics as PyTorch does: `running = (1 − momentum)·running +
+//! momentum·batch`, with the *unbiased* batch variance (`·M/(M−1)`, `M = N·H·W`) for
+//! `running_var`. Evaluation mode normalises with the running statistics. Both are
+//! `y = (x − μ)/√(σ² + eps)·γ + β`, followed by `max(y, 0)` when `relu` is set.
+
+use crate::util;
+use crate::{OpsDevice, Shape4};
+use dfdx::prelude::*;
+use rayon::prelude::*;
+
+/// BatchNorm hyper-parameters (PyTorch's defaults: momentum 0.1, eps 1e-5) and whether a ReLU
+/// follows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormCfg {
+    pub momentum: f32,
+    pub eps: f32,
+    pub relu: bool,
+}
+
+impl Default for BatchNormCfg {
+    fn default() -> Self {
+        Self {
+            momentum: 0.1,
+            eps: 1e-5,
+            relu: false,
+        }
+    }
+}
+
+impl BatchNormCfg {
+    /// PyTorch's defaults, followed by a ReLU when `relu`.
+    pub fn with_relu(relu: bool) -> Self {
+        Self {
+            relu,
+            ..Self::default()
+        }
+    }
+}
+
+pub(crate) fn check_bn(x: Shape4, params: [(&str, usize); 4]) {
+    for (name, len) in params {
+        assert_eq!(
+            len, x.1,
+            "batch_norm2d: `{name}` has {len} values, the input {x:?} has {} channels",
+            x.1
+        );
+    }
+}
+
+const LANES: usize = 8;
+
+/// `(Σ (v − k), Σ (v − k)²)` of a slice, vectorisable.
+fn shifted_sums(v: &[f32], k: f32) -> (f64, f64) {
+    let (mut s, mut q) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let mut it = v.chunks_exact(LANES);
+    for c in &mut it {
+        for l in 0..LANES {
+            let d = c[l] - k;
+            s[l] += d;
+            q[l] += d * d;
+        }
+    }
+    let (mut s64, mut q64) = (0.0f64, 0.0f64);
+    for &r in it.remainder() {
+        let d = (r - k) as f64;
+        s64 += d;
+        q64 += d * d;
+    }
+    for l in 0..LANES {
+        s64 += s[l] as f64;
+        q64 += q[l] as f64;
+    }
+    (s64, q64)
+}
+
+/// Per-channel batch mean and biased variance of `x: [n, c, hw]`.
+fn batch_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
+    let m = (n * hw) as f64;
+    let stats: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let k = x[ch * hw];
+            let (mut s, mut q) = (0.0f64, 0.0f64);
+            for b in 0..n {
+                let (a, aa) = shifted_sums(&x[(b * c + ch) * hw..(b * c + ch + 1) * hw], k);
+                s += a;
+                q += aa;
+            }
+            let mean_shift = s / m;
+            let var = (q / m - mean_shift * mean_shift).max(0.0);
+            ((k as f64 + mean_shift) as f32, var as f32)
+        })
+        .collect();
+    stats.into_iter().unzip()
+}
+
+/// `y = x·scale[c] + shift[c]` (then ReLU), plane-parallel.
+fn affine_forward(
+    x: &[f32],
+    c: usize,
+    hw: usize,
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    out.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .with_min_len(4)
+        .for_each(|(q, (o, xp))| {
+            let (a, b) = (scale[q % c], shift[q % c]);
+            if relu {
+                o.iter_mut()
+                    .zip(xp)
+                    .for_each(|(o, &v)| *o = (v * a + b).max(0.0));
+            } else {
+                o.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * a + b);
+            }
+        });
+    out
+}
+
+/// Saved state of a BN forward pass, used by its backward.
+struct BnSaved {
+    c: usize,
+    hw: usize,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    /// Statistics the output was normalised with (batch ones in training).
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+    relu: bool,
+    /// Whether the statistics depend on `x` (training mode).
+    train: bool,
+}
+
+impl BnSaved {
+    /// Adds `∂/∂x` into `dx` and returns `(∂/∂γ, ∂/∂β)`.
+    fn backward(&self, x: &[f32], dy: &[f32], dx: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
+        let (c, hw) = (self.c, self.hw);
+        let n = x.len() / (c * hw);
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (a, b, mu, is) = (
+                    self.scale[ch],
+                    self.shift[ch],
+                    self.mean[ch],
+                    self.invstd[ch],
+                );
+                let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                for bi in 0..n {
+                    let r = (bi * c + ch) * hw..(bi * c + ch + 1) * hw;
+                    let (mut p1, mut p2) = ([0.0f32; LANES], [0.0f32; LANES]);
+                    for (i, (&xv, &g)) in x[r.clone()].iter().zip(&dy[r]).enumerate() {
+                        let g = if self.relu && xv * a + b <= 0.0 {
+                            0.0
+                        } else {
+                            g
+                        };
+                        p1[i % LANES] += g;
+                        p2[i % LANES] += g * (xv - mu) * is;
+                    }
+                    s1 += p1.iter().map(|&v| v as f64).sum::<f64>();
+                    s2 += p2.iter().map(|&v| v as f64).sum::<f64>();
+                }
+                (s1 as f32, s2 as f32)
+            })
+            .collect();
+        let m = (n * hw) as f32;
+        dx.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw))
+            .zip(dy.par_chunks(hw))
+            .enumerate()
+            .with_min_len(4)
+            .for_each(|(q, ((d, xp), gp))| {
+                let ch = q % c;
+                let (a, b, mu, is) = (
+                    self.scale[ch],
+                    self.shift[ch],
+                    self.mean[ch],
+                    self.invstd[ch],
+                );
+                let (k1, k2) = if self.train {
+                    (sums[ch].0 / m, sums[ch].1 / m)
+                } else {
+                    (0.0, 0.0)
+                };
+                for ((d, &xv), &g) in d.iter_mut().zip(xp).zip(gp) {
+                    let g = if self.relu && xv * a + b <= 0.0 {
+                        0.0
+                    } else {
+                        g
+                    };
+                    *d += a * (g - k1 - (xv - mu) * is * k2);
+                }
+            });
+        sums.into_iter().map(|(s1, s2)| (s2, s1)).unzip()
+    }
+}
+
+/// Shared CPU driver: forward with the given statistics, then register the backward.
+fn bn_cpu<T: Tape<f32, Cpu>>(
+    x: Tensor<Shape4, f32, Cpu, NoneTape>,
+    mut tape: T,
+    xv: &[f32],
+    weight: &Tensor<(usize,), f32, Cpu>,
+    bias: &Tensor<(usize,), f32, Cpu>,
+    saved: BnSaved,
+) -> Tensor<Shape4, f32, Cpu, T> {
+    let out = affine_forward(
+        xv,
+        saved.c,
+        saved.hw,
+        &saved.scale,
+        &saved.shift,
+        saved.relu,
+    );
+    let out = x.device().tensor_from_vec(out, *x.shape());
+    if T::OWNS_TAPE {
+        let (out_id, weight, bias) = (out.clone(), weight.clone(), bias.clone());
+        tape.add_backward_op(move |grads| {
+            let dy = util::take_grad(grads, &out_id)?;
+            let xv = util::read(&x);
+            let (dg, db) = saved.backward(&xv, &dy, util::grad_mut(grads, &x)?);
+            util::put_grad(grads, &out_id, dy)?;
+            util::add_grad(grads, &weight, &dg)?;
+            util::add_grad(grads, &bias, &db)
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// CPU fast path of [`batch_norm2d_train`].
+pub(crate) fn bn_train_cpu<T: Tape<f32, Cpu>>(
+    x: Tensor<Shape4, f32, Cpu, T>,
+    weight: &Tensor<(usize,), f32, Cpu>,
+    bias: &Tensor<(usize,), f32, Cpu>,
+    running_mean: &mut Tensor<(usize,), f32, Cpu>,
+    running_var: &mut Tensor<(usize,), f32, Cpu>,
+    cfg: BatchNormCfg,
+) -> Tensor<Shape4, f32, Cpu, T> {
+    let shape = *x.shape();
+    check_bn(
+        shape,
+        [
+            ("weight", weight.shape().0),
+            ("bias", bias.shape().0),
+            ("running_mean", running_mean.shape().0),
+            ("running_var", running_var.shape().0),
+        ],
+    );
+    let (n, c, h, w) = shape;
+    let (hw, m) = (h * w, n * h * w);
+    assert!(
+        m > 1,
+        "batch_norm2d: training needs more than one value per channel, input is {shape:?}"
+    );
+    let (x, tape) = x.contiguous().split_tape();
+    let xv = util::read(&x);
+    let (mean, var) = batch_stats(&xv, n, c, hw);
+    let (g, b) = (util::read(weight), util::read(bias));
+    let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + cfg.eps).sqrt()).collect();
+    let scale: Vec<f32> = g.iter().zip(&invstd).map(|(g, i)| g * i).collect();
+    let shift: Vec<f32> = b
+        .iter()
+        .zip(&mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    let (mom, unbias) = (cfg.momentum, m as f32 / (m - 1) as f32);
+    let rm: Vec<f32> = util::read(running_mean)
+        .iter()
+        .zip(&mean)
+        .map(|(r, v)| (1.0 - mom) * r + mom * v)
+        .collect();
+    let rv: Vec<f32> = util::read(running_var)
+        .iter()
+        .zip(&var)
+        .map(|(r, v)| (1.0 - mom) * r + mom * v * unbias)
+        .collect();
+    running_mean.copy_from(&rm);
+    running_var.copy_from(&rv);
+    let saved = BnSaved {
+        c,
+        hw,
+        scale,
+        shift,
+        mean,
+        invstd,
+        relu: cfg.relu,
+        train: true,
+    };
+    bn_cpu(x, tape, &xv, weight, bias, saved)
+}
+
+/// CPU fast path of [`batch_norm2d_eval`].
+pub(crate) fn bn_eval_cpu<T: Tape<f32, Cpu>>(
+    x: Tensor<Shape4, f32, Cpu, T>,
+    weight: &Tensor<(usize,), f32, Cpu>,
+    bias: &Tensor<(usize,), f32, Cpu>,
+    running_mean: &Tensor<(usize,), f32, Cpu>,
+    running_var: &Tensor<(usize,), f32, Cpu>,
+    cfg: BatchNormCfg,
+) -> Tensor<Shape4, f32, Cpu, T> {
+    let shape = *x.shape();
+    check_bn(
+        shape,
+        [
+            ("weight", weight.shape().0),
+            ("bias", bias.shape().0),
+            ("running_mean", running_mean.shape().0),
+            ("running_var", running_var.shape().0),
+        ],
+    );
+    let (_, c, h, w) = shape;
+    let (x, tape) = x.contiguous().split_tape();
+    let xv = util::read(&x);
+    let (g, b) = (util::read(weight), util::read(bias));
+    let mean = util::read_vec(running_mean);
+    let invstd: Vec<f32> = util::read(running_var)
+        .iter()
+        .map(|&v| 1.0 / (v + cfg.eps).sqrt())
+        .collect();
+    let scale: Vec<f32> = g.iter().zip(&invstd).map(|(g, i)| g * i).collect();
+    let shift: Vec<f32> = b
+        .iter()
+        .zip(&mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    let saved = BnSaved {
+        c,
+        hw: h * w,
+        scale,
+        shift,
+        mean,
+        invstd,
+        relu: cfg.relu,
+        train: false,
+    };
+    bn_cpu(x, tape, &xv, weight, bias, saved)
+}
+
+/// CPU fast path of [`add_relu`]: one fused pass forward (keeping a bit mask of the positive
+/// outputs), one pass per input backward.
+pub(crate) fn add_relu_cpu<T: Tape<f32, Cpu>>(
+    a: Tensor<Shape4, f32, Cpu, T>,
+    b: Tensor<Shape4, f32, Cpu, T>,
+) -> Tensor<Shape4, f32, Cpu, T> {
+    assert_eq!(a.shape(), b.shape(), "add_relu: shapes differ");
+    let (a, ta) = a.contiguous().split_tape();
+    let (b, tb) = b.contiguous().split_tape();
+    let mut tape = ta.merge(tb);
+    let mut out = util::read_vec(&a);
+    let bv = util::read(&b);
+    const CHUNK: usize = 1 << 14;
+    let mut mask = vec![0u64; out.len().div_ceil(64)];
+    out.par_chunks_mut(CHUNK)
+        .zip(bv.par_chunks(CHUNK))
+        .zip(mask.par_chunks_mut(CHUNK / 64))
+        .for_each(|((o, bp), m)| {
+            for ((o, bp), m) in o.chunks_mut(64).zip(bp.chunks(64)).zip(m.iter_mut()) {
+                let mut bits = 0u64;
+                for (i, (o, &v)) in o.iter_mut().zip(bp).enumerate() {
+                    let y = *o + v;
+                    bits |= ((y > 0.0) as u64) << i;
+                    *o = y.max(0.0);
+                }
+                *m = bits;
+            }
+        });
+    drop(bv);
+    let out = a.device().tensor_from_vec(out, *a.shape());
+    if T::OWNS_TAPE {
+        let out_id = out.clone();
+        tape.add_backward_op(move |grads| {
+            let g = util::take_grad(grads, &out_id)?;
+            for t in [&a, &b] {
+                let d = util::grad_mut(grads, t)?;
+                d.par_chunks_mut(CHUNK)
+                    .zip(g.par_chunks(CHUNK))
+                    .zip(mask.par_chunks(CHUNK / 64))
+                    .for_each(|((d, gp), m)| {
+                        for ((d, gp), &bits) in d.chunks_mut(64).zip(gp.chunks(64)).zip(m) {
+                            for (i, (d, &g)) in d.iter_mut().zip(gp).enumerate() {
+                                *d += if bits >> i & 1 == 1 { g } else { 0.0 };
+                            }
+                        }
+                    });
+            }
+            util::put_grad(grads, &out_id, g)
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// Training-mode BatchNorm2d over `x: [N, C, H, W]` with affine `weight`/`bias` (`[C]`), fused
+/// with a ReLU when `cfg.relu`; updates `running_mean`/`running_var` in place (PyTorch's rule,
+/// unbiased running variance). Gradients flow to `x`, `weight` and `bias`.
+pub fn batch_norm2d_train<D: OpsDevice, T: Tape<f32, D>>(
+    x: Tensor<Shape4, f32, D, T>,
+    weight: &Tensor<(usize,), f32, D>,
+    bias: &Tensor<(usize,), f32, D>,
+    running_mean: &mut Tensor<(usize,), f32, D>,
+    running_var: &mut Tensor<(usize,), f32, D>,
+    cfg: BatchNormCfg,
+) -> Tensor<Shape4, f32, D, T> {
+    D::batch_norm2d_train_op(x, weight, bias, running_mean, running_var, cfg)
+}
+
+/// Evaluation-mode BatchNorm2d: normalises with the running statistics (`cfg.momentum` unused),
+/// then ReLU when `cfg.relu`. Differentiable in `x`, `weight` and `bias`.
+pub fn batch_norm2d_eval<D: OpsDevice, T: Tape<f32, D>>(
+    x: Tensor<Shape4, f32, D, T>,
+    weight: &Tensor<(usize,), f32, D>,
+    bias: &Tensor<(usize,), f32, D>,
+    running_mean: &Tensor<(usize,), f32, D>,
+    running_var: &Tensor<(usize,), f32, D>,
+    cfg: BatchNormCfg,
+) -> Tensor<Shape4, f32, D, T> {
+    D::batch_norm2d_eval_op(x, weight, bias, running_mean, running_var, cfg)
+}
+
+/// Residual join `max(a + b, 0)` (a ResNet block's output); the tapes are merged (pass the
+/// skip branch as `x.retaped()` when both come from one traced tensor).
+pub fn add_relu<D: OpsDevice, T: Tape<f32, D>>(
+    a: Tensor<Shape4, f32, D, T>,
+    b: Tensor<Shape4, f32, D, T>,
+) -> Tensor<Shape4, f32, D, T> {
+    D::add_relu_op(a, b)
+}

@@ -1,0 +1,211 @@
+//! CPU plumbing shared by the fast kernels: reading tensors into `Vec`s, taking and returning
+//! gradient buffers without copies, a checked wrapper over `gemm`, and how to split a batch
+//! over the rayon pool.
+
+use dfdx::prelude::*;
+use std::sync::Mutex;
+
+/// Recently used read buffers, so the per-step copies of activations neither page-fault nor
+/// zero-fill fresh memory. Bounded by [`POOL_BYTES`].
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+const POOL_BYTES: usize = 512 << 20;
+
+/// A read-only copy of a tensor's contents whose buffer goes back to the pool when dropped.
+pub(crate) struct Pooled(Vec<f32>);
+
+impl std::ops::Deref for Pooled {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if v.capacity() == 0 {
+            return;
+        }
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = pool.iter().map(|b| b.capacity() * 4).sum();
+        if held + v.capacity() * 4 <= POOL_BYTES {
+            pool.push(v);
+        }
+    }
+}
+
+fn pooled_buffer(n: usize) -> Vec<f32> {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let best = pool
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.capacity() >= n)
+        .min_by_key(|(_, b)| b.capacity())
+        .map(|(i, _)| i);
+    let mut v = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
+    drop(pool);
+    if v.len() >= n {
+        v.truncate(n);
+    } else {
+        v.resize(n, 0.0);
+    }
+    v
+}
+
+/// Copies a CPU tensor's logical contents (row-major) into a pooled buffer.
+pub(crate) fn read<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Pooled {
+    let t = t.retaped::<NoneTape>().contiguous();
+    let mut v = pooled_buffer(t.shape().num_elements());
+    t.copy_into(&mut v);
+    Pooled(v)
+}
+
+/// Copies a CPU tensor's logical contents (row-major) into a new `Vec` (to become an output).
+pub(crate) fn read_vec<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
+    let t = t.retaped::<NoneTape>().contiguous();
+    let mut v = vec![0.0f32; t.shape().num_elements()];
+    t.copy_into(&mut v);
+    v
+}
+
+/// Moves the gradient buffer of `t` out of `grads` (allocating zeros first if it is absent).
+/// Give it back with [`put_grad`] once the backward op is done with it.
+pub(crate) fn take_grad<S: Shape>(
+    grads: &mut Gradients<f32, Cpu>,
+    t: &Tensor<S, f32, Cpu>,
+) -> Result<Vec<f32>, CpuError> {
+    Ok(std::mem::take(&mut **grads.get_or_alloc_mut(t)?))
+}
+
+/// Returns a buffer taken with [`take_grad`].
+pub(crate) fn put_grad<S: Shape>(
+    grads: &mut Gradients<f32, Cpu>,
+    t: &Tensor<S, f32, Cpu>,
+    v: Vec<f32>,
+) -> Result<(), CpuError> {
+    **grads.get_or_alloc_mut(t)? = v;
+    Ok(())
+}
+
+/// The gradient buffer of `t`, allocated (zeros) if absent, to accumulate into.
+pub(crate) fn grad_mut<'a, S: Shape>(
+    grads: &'a mut Gradients<f32, Cpu>,
+    t: &Tensor<S, f32, Cpu>,
+) -> Result<&'a mut [f32], CpuError> {
+    Ok(grads.get_or_alloc_mut(t)?.as_mut_slice())
+}
+
+/// Adds `src` element-wise into the gradient of `t`.
+pub(crate) fn add_grad<S: Shape>(
+    grads: &mut Gradients<f32, Cpu>,
+    t: &Tensor<S, f32, Cpu>,
+    src: &[f32],
+) -> Result<(), CpuError> {
+    let g = grad_mut(grads, t)?;
+    assert_eq!(g.len(), src.len(), "gradient buffer size mismatch");
+    for (a, b) in g.iter_mut().zip(src) {
+        *a += b;
+    }
+    Ok(())
+}
+
+/// A row-major matrix operand: `data[i * rs + j * cs]` is element `(i, j)`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+fn check_extent(len: usize, rows: usize, cols: usize, rs: usize, cs: usize, what: &str) {
+    if rows > 0 && cols > 0 {
+        let last = (rows - 1) * rs + (cols - 1) * cs;
+        assert!(
+            last < len,
+            "matmul: {what} of {rows}x{cols} (strides {rs}, {cs}) needs {} values, has {len}",
+            last + 1
+        );
+    }
+}
+
+/// `dst (m×n, row stride dst_rs) = [dst +] lhs (m×k) · rhs (k×n)`, single-threaded `gemm`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_extent(dst.len(), m, n, dst_rs, 1, "dst");
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[i * dst_rs..i * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    check_extent(lhs.data.len(), m, k, lhs.rs, lhs.cs, "lhs");
+    check_extent(rhs.data.len(), k, n, rhs.rs, rhs.cs, "rhs");
+    // SAFETY: every operand's extent was checked against its slice above, and `dst` is an
+    // exclusive borrow that cannot alias the shared `lhs`/`rhs` borrows.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// How many samples each rayon task gets when a batch of `n` is split into one contiguous run
+/// per pool thread.
+pub(crate) fn per_thread(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+const SCRATCH_SLOTS: usize = 4;
+
+thread_local! {
+    /// Per-thread scratch buffers (rayon's workers live as long as the pool), so kernels do not
+    /// allocate — and page-fault — their im2col matrices on every call.
+    static SCRATCH: std::cell::RefCell<[Vec<f32>; SCRATCH_SLOTS]> = Default::default();
+}
+
+/// Takes this thread's scratch buffer `slot` with at least `len` elements (contents arbitrary).
+/// Hand it back with [`give_scratch`].
+pub(crate) fn scratch(slot: usize, len: usize) -> Vec<f32> {
+    let mut v = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut()[slot]));
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    v
+}
+
+/// Returns a buffer taken with [`scratch`].
+pub(crate) fn give_scratch(slot: usize, v: Vec<f32>) {
+    SCRATCH.with(|s| s.borrow_mut()[slot] = v);
+}
