@@ -2,10 +2,12 @@
 //! prints it.
 
 mod data;
+mod models;
 mod ops;
 
 use anyhow::Result;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,12 +21,15 @@ enum What {
     Data(data::Args),
     /// Forward+backward ms per op at batch 128 against PyTorch on the same threads.
     Ops(ops::Args),
+    /// Training-step images/s and peak memory of ResNet-20/18 against PyTorch.
+    Models(models::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.what {
         What::Data(a) => data::run(a),
         What::Ops(a) => ops::run(a),
+        What::Models(a) => models::run(a),
     }
 }
 
@@ -35,4 +40,40 @@ pub fn write_report(name: &str, text: &str) -> Result<PathBuf> {
     let path = dir.join(format!("{name}.md"));
     std::fs::write(&path, text)?;
     Ok(path)
+}
+
+/// A `kB` field of `/proc/self/status` (`VmRSS:`, `VmHWM:`).
+pub fn proc_kb(field: &str) -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `f` once and returns how far the peak RSS rose above the RSS before it, in MB (Linux:
+/// the peak is reset through `/proc/self/clear_refs`).
+pub fn peak_mb(f: &mut dyn FnMut()) -> Option<f64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    let base = proc_kb("VmRSS:")?;
+    f();
+    Some((proc_kb("VmHWM:")? - base).max(0.0) / 1024.0)
+}
+
+/// `/opt/torchenv/bin/python3` when present (where the README installs torch), else `python3`.
+pub fn default_python() -> PathBuf {
+    let venv = Path::new("/opt/torchenv/bin/python3");
+    if venv.exists() {
+        venv.to_path_buf()
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// Whether `python` can import torch.
+pub fn has_torch(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import torch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -2,12 +2,16 @@
 
 mod bench;
 mod check;
+mod describe;
 mod fetch;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "kd: knowledge-distillation toolkit runner")]
+#[command(
+    name = "cargo xtask",
+    about = "kd: knowledge-distillation toolkit runner"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,8 +24,10 @@ enum Command {
     /// Evaluate reference cases (op or loss JSON files, or folders of them) against this
     /// project's implementation; exits non-zero on any mismatch or unknown op/method.
     Check(check::Args),
-    /// Benchmarks: `data`, `ops`; results are printed and written under target/bench/.
+    /// Benchmarks: `data`, `ops`, `models`; results are printed and written under target/bench/.
     Bench(bench::Args),
+    /// Print an architecture's layer table (name, output shape, parameters) and total.
+    Describe(describe::Args),
 }
 
 fn main() {
@@ -31,6 +37,7 @@ fn main() {
         Command::FetchData(a) => fetch::run(a),
         Command::Check(a) => check::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Describe(a) => describe::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

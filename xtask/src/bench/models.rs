@@ -1,0 +1,204 @@
+//! `cargo xtask bench models`: training-step throughput (images/s) and peak memory of CIFAR
+//! ResNet-20 and ResNet-18 at batch 128 (3×32×32 inputs, 100 classes): forward in train mode,
+//! cross-entropy (kd-losses' `ce`), backward and an SGD step (Nesterov 0.9, weight decay 5e-4),
+//! on the CPU with a rayon pool of `--threads` (2) threads; and the same models and step in
+//! PyTorch on the same thread count (`bench/models_torch.py`). Peak memory is the rise of the
+//! process's peak RSS over one step (Linux `VmHWM`, reset through `/proc/self/clear_refs`),
+//! measured the same way on both sides.
+
+use anyhow::{Context, Result};
+use kd_losses::{LossInputs, Method};
+use kd_models::{build_network, Mode, NetConfig};
+use kd_ops::dfdx::nn::ZeroGrads;
+use kd_ops::dfdx::optim::{Momentum, Optimizer, Sgd, SgdConfig, WeightDecay};
+use kd_ops::dfdx::prelude::*;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Architectures to time.
+    #[arg(long, value_delimiter = ',', default_value = "resnet20,resnet18")]
+    archs: Vec<String>,
+    /// Python interpreter with torch (default: /opt/torchenv/bin/python3 if present, else python3).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Threads for both sides.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Timed steps per model, after `--warmup` steps.
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Skip PyTorch.
+    #[arg(long)]
+    no_torch: bool,
+}
+
+const CLASSES: usize = 100;
+
+struct Measured {
+    images_per_s: f64,
+    ms_per_step: f64,
+    peak_mb: Option<f64>,
+    params: usize,
+}
+
+fn run_ours(arch: &str, args: &Args) -> Result<Measured> {
+    let dev = Cpu::seed_from_u64(0);
+    let mut net = build_network(&dev, arch, NetConfig::new(CLASSES, 3))?;
+    let params = net.num_params();
+    let mut opt = Sgd::new(
+        &net,
+        SgdConfig {
+            lr: 0.1,
+            momentum: Some(Momentum::Nesterov(0.9)),
+            weight_decay: Some(WeightDecay::L2(5e-4)),
+        },
+    );
+    let b = args.batch;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let x: Vec<f32> = (0..b * 3 * 32 * 32)
+        .map(|_| rng.gen_range(-2.0..2.0))
+        .collect();
+    let y: Vec<usize> = (0..b).map(|_| rng.gen_range(0..CLASSES)).collect();
+    let ce = Method::with_defaults("ce")?;
+    let mut grads = Some(net.alloc_grads());
+    let mut step = || -> Result<()> {
+        let input = dev.tensor_from_vec(x.clone(), (b, 3, 32, 32));
+        let out = net.forward(input.traced(grads.take().expect("grads")), Mode::Train);
+        let logits = out.into_outputs().logits;
+        let loss = ce.compute(LossInputs::new(y.clone(), logits))?;
+        let mut g = loss.total.backward();
+        opt.update(&mut net, &g)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        net.zero_grads(&mut g);
+        grads = Some(g);
+        Ok(())
+    };
+    for _ in 0..args.warmup {
+        step()?;
+    }
+    let t = Instant::now();
+    for _ in 0..args.steps {
+        step()?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let mut err = None;
+    let peak_mb = super::peak_mb(&mut || err = step().err());
+    if let Some(e) = err {
+        return Err(e);
+    }
+    Ok(Measured {
+        images_per_s: (b * args.steps) as f64 / secs,
+        ms_per_step: 1e3 * secs / args.steps as f64,
+        peak_mb,
+        params,
+    })
+}
+
+fn run_torch(python: &std::path::Path, arch: &str, args: &Args) -> Result<Measured> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/models_torch.py");
+    let t = args.threads.to_string();
+    let out = Command::new(python)
+        .arg(&script)
+        .args(["--arch", arch, "--threads", &t])
+        .args([
+            "--batch",
+            &args.batch.to_string(),
+            "--classes",
+            &CLASSES.to_string(),
+        ])
+        .args([
+            "--steps",
+            &args.steps.to_string(),
+            "--warmup",
+            &args.warmup.to_string(),
+        ])
+        .env("OMP_NUM_THREADS", &t)
+        .env("MKL_NUM_THREADS", &t)
+        .envs(kd_ops::KEEP_LARGE_ALLOCATIONS_ENV.iter().copied())
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value =
+        serde_json::from_slice(&out.stdout).context("parsing the torch script's JSON")?;
+    let f = |k: &str| v.get(k).and_then(Value::as_f64);
+    Ok(Measured {
+        images_per_s: f("images_per_s").context("images_per_s")?,
+        ms_per_step: f("ms_per_step").context("ms_per_step")?,
+        peak_mb: f("peak_mb"),
+        params: f("params").unwrap_or(0.0) as usize,
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    kd_ops::keep_large_allocations();
+    let pool = kd_ops::rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()?;
+    let python = args.python.clone().unwrap_or_else(super::default_python);
+    let torch_ok = !args.no_torch && super::has_torch(&python);
+    let mut text = format!(
+        "# Models: training step (forward, CE, backward, SGD) at batch {}, {} threads, CPU\n\n\
+         images/s over {} steps after {} warm-up; ratio = ours / torch images/s (≥ 0.8 is the target); \
+         peak MB = rise of peak RSS over one step.\n\n\
+         | arch | params | ours img/s | ours ms/step | torch img/s | torch ms/step | ratio | ours peak MB | torch peak MB |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        args.batch, args.threads, args.steps, args.warmup
+    );
+    let mb = |v: Option<f64>| v.map_or("n/a".to_string(), |m| format!("{m:.0}"));
+    for arch in &args.archs {
+        let ours = pool.install(|| run_ours(arch, &args))?;
+        eprintln!("ours  {arch}: {:.1} images/s", ours.images_per_s);
+        let torch = if torch_ok {
+            Some(run_torch(&python, arch, &args)?)
+        } else {
+            None
+        };
+        if let Some(t) = &torch {
+            anyhow::ensure!(
+                t.params == ours.params,
+                "{arch}: PyTorch model has {} parameters, ours {}",
+                t.params,
+                ours.params
+            );
+        }
+        let cell = |f: &dyn Fn(&Measured) -> String| torch.as_ref().map_or("n/a".into(), f);
+        writeln!(
+            text,
+            "| {arch} | {} | {:.1} | {:.0} | {} | {} | {} | {} | {} |",
+            ours.params,
+            ours.images_per_s,
+            ours.ms_per_step,
+            cell(&|t| format!("{:.1}", t.images_per_s)),
+            cell(&|t| format!("{:.0}", t.ms_per_step)),
+            cell(&|t| format!("{:.2}", ours.images_per_s / t.images_per_s)),
+            mb(ours.peak_mb),
+            cell(&|t| mb(t.peak_mb)),
+        )?;
+    }
+    if !torch_ok {
+        writeln!(
+            text,
+            "\nPyTorch not run (`--no-torch`, or no torch for `{}`: `python3 -m venv /opt/torchenv && /opt/torchenv/bin/pip install torch`).",
+            python.display()
+        )?;
+    }
+    println!("{text}");
+    let path = super::write_report("models", &text)?;
+    println!("written to {}", path.display());
+    Ok(())
+}
