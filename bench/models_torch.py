@@ -4,8 +4,9 @@ Times training steps (forward, cross-entropy, backward, SGD Nesterov 0.9 with we
 5e-4) of the CIFAR ResNet-20 / ResNet-18 of ../shared/spec/ARCHITECTURES.md (3x3 stem, no
 max-pool, 1x1 conv + BN shortcut on shape change) at a given batch on the CPU with
 `torch.set_num_threads(--threads)`, and prints `{"torch": version, "images_per_s", "ms_per_step",
-"peak_mb", "params"}` as JSON. Peak MB is the rise of the process peak RSS (VmHWM, reset
-through /proc/self/clear_refs) over one step, as on the Rust side.
+"peak_mb", "params"}` as JSON. Peak MB is the process's peak RSS (VmHWM, reset through
+/proc/self/clear_refs before the model is built) at the end of the timed steps, as on the Rust
+side; it includes libtorch itself.
 """
 
 import argparse
@@ -84,6 +85,11 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
     model = ARCHS[a.arch](a.classes)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -102,15 +108,8 @@ def main():
     for _ in range(a.steps):
         step()
     secs = time.perf_counter() - t
-    peak = None
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        base = proc_kb("VmRSS:")
-        step()
-        peak = (proc_kb("VmHWM:") - base) / 1024.0
-    except OSError:
-        pass
+    hwm = proc_kb("VmHWM:")
+    peak = hwm / 1024.0 if hwm is not None else None
     print(json.dumps({
         "torch": torch.__version__,
         "images_per_s": a.batch * a.steps / secs,

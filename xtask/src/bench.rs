@@ -49,6 +49,11 @@ pub fn proc_kb(field: &str) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Resets the process's peak RSS (`VmHWM`) to its current RSS (Linux; a no-op elsewhere).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Runs `f` once and returns how far the peak RSS rose above the RSS before it, in MB (Linux:
 /// the peak is reset through `/proc/self/clear_refs`).
 pub fn peak_mb(f: &mut dyn FnMut()) -> Option<f64> {

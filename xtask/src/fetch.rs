@@ -31,7 +31,10 @@ pub struct Args {
 pub fn datasets_dir() -> PathBuf {
     std::env::var_os("KD_DATASETS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets"))
+        .unwrap_or_else(|| {
+            let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            xtask.parent().unwrap_or(xtask).join("datasets")
+        })
 }
 
 pub fn run(args: Args) -> Result<()> {
