@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod describe;
 mod fetch;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,8 @@ enum Command {
     Bench(bench::Args),
     /// Print an architecture's layer table (name, output shape, parameters) and total.
     Describe(describe::Args),
+    /// Train a method (`train <method> ...`) or continue a run (`train --resume RUN_DIR`).
+    Train(train::Args),
 }
 
 fn main() {
@@ -38,6 +41,7 @@ fn main() {
         Command::Check(a) => check::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Describe(a) => describe::run(a),
+        Command::Train(a) => train::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

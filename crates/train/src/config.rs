@@ -1,0 +1,404 @@
+//! [`TrainConfig`]: everything a run needs, read from RON (`configs/<method>.ron`), overridden
+//! with `--set key=value`, resolved to the method's protocol defaults (`METHODS.md`, "Training
+//! protocol defaults", via [`Recipe`]) and written in full to the run folder.
+//!
+//! The loss hyper-parameters are `loss`: a map of the method's parameters (e.g.
+//! `loss: {"beta": 100.0, "target": "next"}`), checked by `kd_losses::Method::from_json`;
+//! [`TrainConfig::resolve`] fills in every parameter the file leaves out, so the printed config
+//! is complete. RON files may write `epochs: 10` for optional fields (`implicit_some`).
+
+use crate::optim::SgdConfig;
+use crate::recipe::Recipe;
+use crate::schedule::Schedule;
+use anyhow::{anyhow, bail, Context, Result};
+use kd_data::Augment;
+use kd_losses::{Method, METHOD_NAMES};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Data options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training augmentation (`METHODS.md`: 4-pixel pad + crop + flip).
+    pub augment: Augment,
+    /// Loader threads (0: on the training thread).
+    pub threads: usize,
+    /// Batches built ahead.
+    pub prefetch: usize,
+    /// Train on the first `n` training images only.
+    pub limit_train: Option<usize>,
+    /// Evaluate on the first `n` test images only.
+    pub limit_test: Option<usize>,
+    /// The dataset's own folder; default `<datasets>/<name>` (fetched when missing).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            augment: Augment::default(),
+            threads: 2,
+            prefetch: 4,
+            limit_train: None,
+            limit_test: None,
+            dir: None,
+        }
+    }
+}
+
+/// A training run's configuration. `None` fields take the method family's defaults in
+/// [`TrainConfig::resolve`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// A method of `METHODS.md` (see [`Recipe::trainable_methods`]).
+    pub method: String,
+    /// A dataset name of `DATASETS.md`.
+    pub dataset: String,
+    /// An architecture of `kd_models::ARCH_NAMES` (default: resnet18, resnet32 for online
+    /// methods).
+    pub arch: Option<String>,
+    /// Default 200 (300 for online methods).
+    pub epochs: Option<usize>,
+    /// Anchors per batch.
+    pub batch_size: usize,
+    /// Evaluation batch size.
+    pub eval_batch_size: usize,
+    pub optim: SgdConfig,
+    /// Default milestones 100/150 (150/225 online).
+    pub schedule: Schedule,
+    /// The method's loss parameters (a map; missing ones take `METHODS.md`'s defaults).
+    pub loss: Value,
+    pub data: DataConfig,
+    /// Seeds the model initialisation and the data loader.
+    pub seed: u64,
+    /// `cpu` (the only device this build trains on).
+    pub device: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            method: "ce".into(),
+            dataset: "cifar100".into(),
+            arch: None,
+            epochs: None,
+            batch_size: 128,
+            eval_batch_size: 256,
+            optim: SgdConfig::default(),
+            schedule: Schedule::default(),
+            loss: Value::Object(Default::default()),
+            data: DataConfig::default(),
+            seed: 0,
+            device: "cpu".into(),
+        }
+    }
+}
+
+/// Rewrites numbers that are exactly f32 values (the loss parameters are f32) with their
+/// shortest f32 spelling, so `0.3f32` prints as `0.3`, not `0.30000001192092896`; the f32
+/// read back is the same.
+fn short_floats(v: Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().expect("f64");
+            let f = x as f32;
+            match format!("{f}")
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
+                Some(short) if f as f64 == x => Value::Number(short),
+                _ => Value::Number(n),
+            }
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(short_floats).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, short_floats(v))).collect())
+        }
+        other => other,
+    }
+}
+
+fn ron_options() -> ron::Options {
+    ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+}
+
+impl TrainConfig {
+    /// The defaults for `method` (resolved).
+    pub fn for_method(method: &str) -> Result<Self> {
+        Self {
+            method: method.into(),
+            ..Default::default()
+        }
+        .resolve()
+    }
+
+    /// Parses RON; errors give `origin`, line:column and the offending field.
+    pub fn from_ron_str(text: &str, origin: &str) -> Result<Self> {
+        ron_options().from_str(text).map_err(|e| {
+            anyhow!(
+                "{origin}:{}:{}: {}",
+                e.position.line,
+                e.position.col,
+                e.code
+            )
+        })
+    }
+
+    /// Reads a RON file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_ron_str(&text, &path.display().to_string())
+    }
+
+    /// The config as pretty RON (what `config.ron` holds and the run prints).
+    pub fn to_ron(&self) -> String {
+        ron_options()
+            .to_string_pretty(self, ron::ser::PrettyConfig::default())
+            .expect("a config serializes")
+    }
+
+    /// The method's recipe.
+    pub fn recipe(&self) -> Result<Recipe> {
+        Recipe::of(&self.method).ok_or_else(|| {
+            anyhow!(
+                "unknown method `{}`; valid methods: {}",
+                self.method,
+                METHOD_NAMES.join(", ")
+            )
+        })
+    }
+
+    /// The loss with its parameters.
+    pub fn loss_method(&self) -> Result<Method> {
+        Method::from_json(&self.method, &self.loss).map_err(|e| anyhow!("loss: {e}"))
+    }
+
+    /// Checks names and fills every `None` and missing loss parameter with the method's
+    /// defaults.
+    pub fn resolve(mut self) -> Result<Self> {
+        let recipe = self.recipe()?;
+        let dataset: kd_data::DatasetName = self.dataset.parse().map_err(|_| {
+            anyhow!(
+                "unknown dataset `{}`; valid datasets: {}",
+                self.dataset,
+                kd_data::DatasetName::ALL.map(|d| d.as_str()).join(", ")
+            )
+        })?;
+        self.dataset = dataset.as_str().into();
+        let arch = self
+            .arch
+            .take()
+            .unwrap_or_else(|| recipe.family.arch().into());
+        kd_models::arch_spec(&arch).map_err(|e| anyhow!("{e}"))?;
+        self.arch = Some(arch);
+        self.epochs.get_or_insert(recipe.family.epochs());
+        if let Some(wd) = recipe.fusion_weight_decay() {
+            let o = &mut self.optim.weight_decay_overrides;
+            if !o.iter().any(|(prefix, _)| prefix == "fusion.") {
+                o.push(("fusion.".into(), wd));
+            }
+        }
+        self.schedule
+            .milestones
+            .get_or_insert_with(|| recipe.family.milestones());
+        let method = self.loss_method()?;
+        self.loss = short_floats(
+            serde_json::to_value(&method)?
+                .get("params")
+                .cloned()
+                .unwrap_or(Value::Object(Default::default())),
+        );
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            bail!("batch_size and eval_batch_size must be at least 1");
+        }
+        if self.device != "cpu" {
+            bail!("unknown device `{}`; valid devices: cpu", self.device);
+        }
+        Ok(self)
+    }
+
+    /// Applies `key=value` (dotted path, e.g. `optim.lr=0.05`, `loss.beta=300`,
+    /// `schedule.milestones=[1,2]`); the value is RON (a bare word is taken as a string). An
+    /// unknown key is an error listing the valid keys at that level.
+    pub fn set(self, assignment: &str) -> Result<Self> {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--set `{assignment}`: expected key=value"))?;
+        let (key, value) = (key.trim(), value.trim());
+        let bare_word = value.starts_with(|c: char| c.is_ascii_alphabetic())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !matches!(value, "true" | "false" | "None");
+        let parsed: Value = if bare_word {
+            Value::String(value.to_string())
+        } else {
+            ron_options()
+                .from_str::<Value>(value)
+                .unwrap_or_else(|_| Value::String(value.to_string()))
+        };
+        let mut root = serde_json::to_value(&self)?;
+        let mut node = &mut root;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let at = parts[..i].join(".");
+            let obj = node.as_object_mut().ok_or_else(|| {
+                anyhow!("--set {key}: `{at}` is not a group of settings, so it has no `{part}`")
+            })?;
+            if !obj.contains_key(*part) {
+                let mut valid: Vec<&String> = obj.keys().collect();
+                valid.sort();
+                let valid: Vec<String> = valid
+                    .into_iter()
+                    .map(|k| {
+                        if at.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{at}.{k}")
+                        }
+                    })
+                    .collect();
+                bail!(
+                    "--set: unknown key `{key}`; valid keys here: {}",
+                    valid.join(", ")
+                );
+            }
+            node = obj.get_mut(*part).expect("checked");
+        }
+        *node = parsed;
+        let cfg: TrainConfig =
+            serde_json::from_value(root).map_err(|e| anyhow!("--set {key}={value}: {e}"))?;
+        Ok(cfg)
+    }
+
+    /// Applies several `key=value` overrides in order, then resolves.
+    pub fn with_overrides(self, sets: &[String]) -> Result<Self> {
+        let mut cfg = self.resolve()?;
+        for s in sets {
+            cfg = cfg.set(s)?.resolve()?;
+        }
+        Ok(cfg)
+    }
+
+    /// The resolved architecture name.
+    pub fn arch_name(&self) -> &str {
+        self.arch.as_deref().unwrap_or("resnet18")
+    }
+
+    /// The resolved number of epochs.
+    pub fn total_epochs(&self) -> usize {
+        self.epochs.unwrap_or(200)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_protocol() {
+        let c = TrainConfig::for_method("scd").unwrap();
+        assert_eq!(c.total_epochs(), 200);
+        assert_eq!(c.schedule.milestones, Some(vec![100, 150]));
+        assert_eq!(c.arch_name(), "resnet18");
+        assert_eq!(c.dataset, "cifar100");
+        assert_eq!(c.optim, SgdConfig::default());
+        assert_eq!((c.optim.lr, c.optim.momentum), (0.1, 0.9));
+        assert!(c.optim.nesterov);
+        assert_eq!(c.optim.weight_decay, 5e-4);
+        assert_eq!(c.batch_size, 128);
+        assert_eq!(c.loss["beta"], 100.0);
+        let o = TrainConfig::for_method("dml").unwrap();
+        assert_eq!(o.total_epochs(), 300);
+        assert_eq!(o.schedule.milestones, Some(vec![150, 225]));
+        assert_eq!(o.arch_name(), "resnet32");
+        let f = TrainConfig::for_method("ffl").unwrap();
+        assert_eq!(
+            f.optim.weight_decay_overrides,
+            vec![("fusion.".to_string(), 1e-5)]
+        );
+        assert_eq!(f.optim.weight_decay_for("fusion.fc.weight"), 1e-5);
+        assert_eq!(f.optim.weight_decay_for("fc.weight"), 5e-4);
+    }
+
+    #[test]
+    fn ron_round_trips_and_fills_loss_params() {
+        let c = TrainConfig::from_ron_str(
+            "(method: \"scd\", dataset: \"fashion-mnist\", epochs: 3, loss: {\"beta\": 7.0})",
+            "x.ron",
+        )
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!(c.epochs, Some(3));
+        assert_eq!(c.loss["beta"], 7.0);
+        assert_eq!(c.loss["target"], "next");
+        let text = c.to_ron();
+        let back = TrainConfig::from_ron_str(&text, "printed").unwrap();
+        assert_eq!(back, c, "{text}");
+    }
+
+    #[test]
+    fn ron_errors_name_file_position_and_field() {
+        let e = TrainConfig::from_ron_str("(\n  method: \"ce\",\n  epohcs: 3,\n)", "bad.ron")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("bad.ron:3:"), "{e}");
+        assert!(e.contains("epohcs"), "{e}");
+        let e = TrainConfig::from_ron_str("(optim: (lr: \"fast\"))", "b.ron")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("b.ron:1:"), "{e}");
+        let e = TrainConfig::from_ron_str("(method: \"scd\", loss: {\"bta\": 1.0})", "l.ron")
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bta"), "{e}");
+    }
+
+    #[test]
+    fn set_overrides_dotted_keys_and_rejects_unknown_ones() {
+        let sets = [
+            "optim.lr=0.05",
+            "loss.beta=300",
+            "schedule.milestones=[1, 2]",
+            "data.limit_train=256",
+            "arch=resnet20",
+            "epochs=4",
+        ]
+        .map(String::from);
+        let c = TrainConfig::for_method("scd")
+            .unwrap()
+            .with_overrides(&sets)
+            .unwrap();
+        assert_eq!(c.optim.lr, 0.05);
+        assert_eq!(c.loss["beta"], 300.0);
+        assert_eq!(c.schedule.milestones, Some(vec![1, 2]));
+        assert_eq!(c.data.limit_train, Some(256));
+        assert_eq!(c.arch_name(), "resnet20");
+        assert_eq!(c.epochs, Some(4));
+        let e = TrainConfig::for_method("ce")
+            .unwrap()
+            .set("optim.learning_rate=1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("optim.learning_rate") && e.contains("optim.lr"),
+            "{e}"
+        );
+        let e = TrainConfig::for_method("ce")
+            .unwrap()
+            .with_overrides(&["arch=resnet7".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("resnet20"), "{e}");
+        let e = TrainConfig::for_method("nope").unwrap_err().to_string();
+        assert!(e.contains("valid methods") && e.contains("cskd"), "{e}");
+    }
+}

@@ -1,0 +1,40 @@
+//! kd-train: the trainer of kd (`cargo xtask train`).
+//!
+//! - [`config`]: [`TrainConfig`], read from RON, overridden with `--set key=value`, resolved to
+//!   the paper protocol of `METHODS.md` ("Training protocol defaults") for the method.
+//! - [`recipe`]: per method, the model structure, sampler and teacher it needs ([`Recipe`]).
+//! - [`optim`]: SGD (momentum, Nesterov, L2 weight decay; PyTorch semantics) with saveable
+//!   velocities, so resumed runs continue exactly.
+//! - [`schedule`]: step and cosine learning-rate schedules with linear warm-up.
+//! - [`interrupt`]: Ctrl-C writes a mid-epoch checkpoint and stops.
+//! - [`run`]: run folders, the epoch loop, evaluation, checkpoints, resume ([`train`],
+//!   [`resume`]).
+//!
+//! Trainable now, on the CPU: the self-distillation methods `ce`, `scd`, `sad`, `cskd`, `ddgsd`
+//! and `byot`, and the online methods `dml`, `one`, `okddip`, `kdcl` (one view per network),
+//! `ffl` (fusion weight decay 1e-5) and `mfef`. The teacher methods `kd`, `at`, `sp` are
+//! declared in [`recipe`] but need a teacher checkpoint loader (not yet written).
+//!
+//! ```no_run
+//! use kd_train::{train, RunOptions, TrainConfig};
+//! let cfg = TrainConfig::for_method("scd")?
+//!     .with_overrides(&["dataset=fashion-mnist".into(), "epochs=3".into()])?;
+//! let run = train(cfg, &RunOptions::default())?;
+//! println!("{} {:?}", run.run_dir.display(), run.summary.best);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+pub mod config;
+pub mod interrupt;
+pub mod optim;
+pub mod recipe;
+pub mod run;
+pub mod schedule;
+
+pub use config::{DataConfig, TrainConfig};
+pub use optim::{Sgd, SgdConfig};
+pub use recipe::{Batching, Family, Recipe, Structure};
+pub use run::{
+    evaluate_run, resume, train, CheckpointState, PartialEpoch, RunOptions, RunResult, Summary,
+};
+pub use schedule::{Schedule, ScheduleKind};
