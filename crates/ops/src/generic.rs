@@ -229,15 +229,7 @@ pub fn batch_norm2d_train<D: Device<f32>, T: Tape<f32, D>>(
     cfg: BatchNormCfg,
 ) -> Tensor<Shape4, f32, D, T> {
     let shape = *x.shape();
-    check_bn(
-        shape,
-        [
-            ("weight", weight.shape().0),
-            ("bias", bias.shape().0),
-            ("running_mean", running_mean.shape().0),
-            ("running_var", running_var.shape().0),
-        ],
-    );
+    check_bn(shape, [weight, bias, running_mean, running_var]);
     let m = shape.0 * shape.2 * shape.3;
     assert!(
         m > 1,
@@ -277,15 +269,7 @@ pub fn batch_norm2d_eval<D: Device<f32>, T: Tape<f32, D>>(
     cfg: BatchNormCfg,
 ) -> Tensor<Shape4, f32, D, T> {
     let shape = *x.shape();
-    check_bn(
-        shape,
-        [
-            ("weight", weight.shape().0),
-            ("bias", bias.shape().0),
-            ("running_mean", running_mean.shape().0),
-            ("running_var", running_var.shape().0),
-        ],
-    );
+    check_bn(shape, [weight, bias, running_mean, running_var]);
     let std = (running_var.clone() + cfg.eps).sqrt();
     let scale = weight.retaped::<T>() / std;
     let y = (x - per_channel(running_mean.clone(), &shape)) * per_channel(scale, &shape)

@@ -40,8 +40,12 @@ impl BatchNormCfg {
     }
 }
 
-pub(crate) fn check_bn(x: Shape4, params: [(&str, usize); 4]) {
-    for (name, len) in params {
+/// Panics unless each BatchNorm parameter (`weight`, `bias`, `running_mean`, `running_var`, in
+/// that order) has one value per channel of `x`, naming the offending one.
+pub(crate) fn check_bn<D: Storage<f32>>(x: Shape4, params: [&Tensor<(usize,), f32, D>; 4]) {
+    let names = ["weight", "bias", "running_mean", "running_var"];
+    for (name, t) in names.into_iter().zip(params) {
+        let len = t.shape().0;
         assert_eq!(
             len, x.1,
             "batch_norm2d: `{name}` has {len} values, the input {x:?} has {} channels",
@@ -245,15 +249,7 @@ pub(crate) fn bn_train_cpu<T: Tape<f32, Cpu>>(
     cfg: BatchNormCfg,
 ) -> Tensor<Shape4, f32, Cpu, T> {
     let shape = *x.shape();
-    check_bn(
-        shape,
-        [
-            ("weight", weight.shape().0),
-            ("bias", bias.shape().0),
-            ("running_mean", running_mean.shape().0),
-            ("running_var", running_var.shape().0),
-        ],
-    );
+    check_bn(shape, [weight, bias, running_mean, running_var]);
     let (n, c, h, w) = shape;
     let (hw, m) = (h * w, n * h * w);
     assert!(
@@ -308,15 +304,7 @@ pub(crate) fn bn_eval_cpu<T: Tape<f32, Cpu>>(
     cfg: BatchNormCfg,
 ) -> Tensor<Shape4, f32, Cpu, T> {
     let shape = *x.shape();
-    check_bn(
-        shape,
-        [
-            ("weight", weight.shape().0),
-            ("bias", bias.shape().0),
-            ("running_mean", running_mean.shape().0),
-            ("running_var", running_var.shape().0),
-        ],
-    );
+    check_bn(shape, [weight, bias, running_mean, running_var]);
     let (_, c, h, w) = shape;
     let (x, tape) = x.contiguous().split_tape();
     let xv = util::read(&x);
