@@ -3,7 +3,9 @@
 mod bench;
 mod check;
 mod describe;
+mod eval;
 mod fetch;
+mod report;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +33,10 @@ enum Command {
     Describe(describe::Args),
     /// Train a method (`train <method> ...`) or continue a run (`train --resume RUN_DIR`).
     Train(train::Args),
+    /// Reload a run's best (or last) checkpoint and print its test accuracy per student.
+    Eval(eval::Args),
+    /// Compare runs: markdown table (mean ± std over seeds), curves, sweep plot.
+    Report(report::Args),
 }
 
 fn main() {
@@ -42,6 +48,8 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::Describe(a) => describe::run(a),
         Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Report(a) => report::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,8 +1,8 @@
 //! `cargo xtask train <method> [--dataset D] [--arch A] [--epochs N] [--batch-size B]
-//! [--seed S] [--config FILE] [--set k=v ...] [--limit-train N] [--out DIR]` and
-//! `cargo xtask train --resume RUN_DIR`, `cargo xtask train --eval RUN_DIR [--checkpoint
-//! best|last]`: trains with kd-train and writes a run folder
-//! (`runs/<method>-<dataset>-<arch>-s<seed>-<time>/`, see `kd_train::run`).
+//! [--seed S] [--device cpu] [--teacher RUN_DIR] [--config FILE] [--set k=v ...]
+//! [--limit-train N] [--out DIR]` and `cargo xtask train --resume RUN_DIR`: trains with kd-train
+//! and writes a run folder (`runs/<method>-<dataset>-<arch>-s<seed>-<time>/`, see
+//! `kd_train::run`).
 
 use anyhow::{bail, Result};
 use kd_train::{RunOptions, TrainConfig};
@@ -10,18 +10,12 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A method of METHODS.md (trainable now: ce, scd, sad, cskd, ddgsd).
+    /// A method of METHODS.md: ce, scd, sad, cskd, ddgsd, byot, kd, at, sp, dml, one, okddip,
+    /// kdcl, ffl, mfef.
     method: Option<String>,
     /// Continue the run in this folder from its last checkpoint.
     #[arg(long, conflicts_with = "method")]
     resume: Option<PathBuf>,
-    /// Only evaluate a run's checkpoint (see --checkpoint) on its test set; prints the accuracy
-    /// per student and writes eval-<checkpoint>.json into the run folder.
-    #[arg(long, conflicts_with_all = ["method", "resume"])]
-    eval: Option<PathBuf>,
-    /// With --eval: `last` or `best`.
-    #[arg(long, default_value = "last")]
-    checkpoint: String,
     /// Dataset name (default cifar100).
     #[arg(long)]
     dataset: Option<String>,
@@ -34,6 +28,12 @@ pub struct Args {
     batch_size: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
+    /// `cpu` (`cuda` needs the CUDA build, see docs/cuda.md).
+    #[arg(long)]
+    device: Option<String>,
+    /// kd, at, sp: the run folder of the trained teacher (same dataset).
+    #[arg(long)]
+    teacher: Option<PathBuf>,
     /// A RON config (configs/<method>.ron); the flags and --set override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -55,26 +55,24 @@ pub struct Args {
 }
 
 /// `<workspace>/runs`.
-fn runs_dir() -> PathBuf {
+pub fn runs_dir() -> PathBuf {
     let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     xtask.parent().unwrap_or(xtask).join("runs")
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let opts = RunOptions {
-        runs_dir: args.out.clone().unwrap_or_else(runs_dir),
+/// How runs are carried out from the command line.
+pub fn run_options(out: Option<PathBuf>, progress: bool, stop_after: Option<usize>) -> RunOptions {
+    RunOptions {
+        runs_dir: out.unwrap_or_else(runs_dir),
         datasets_dir: crate::fetch::datasets_dir(),
-        progress: !args.no_progress,
-        stop_after: args.stop_after,
+        progress,
+        stop_after,
         interrupt: Some(kd_train::interrupt::install()),
-    };
-    if let Some(dir) = &args.eval {
-        let r = kd_train::evaluate_run(dir, &args.checkpoint, &opts)?;
-        for (s, a) in r.summary.students.iter().zip(&r.summary.last.test_acc) {
-            println!("{s}\t{a:.2}");
-        }
-        return Ok(());
     }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let opts = run_options(args.out.clone(), !args.no_progress, args.stop_after);
     if let Some(dir) = &args.resume {
         let r = kd_train::resume(dir, &opts)?;
         println!("{}", r.run_dir.display());
@@ -88,8 +86,8 @@ pub fn run(args: Args) -> Result<()> {
         (Some(m), _) => cfg.method = m.clone(),
         (None, Some(_)) => {}
         (None, None) => bail!(
-            "name a method (trainable: {}) or --config FILE, or --resume RUN_DIR",
-            kd_train::Recipe::trainable_methods().join(", ")
+            "name a method ({}) or --config FILE, or --resume RUN_DIR",
+            kd_losses::METHOD_NAMES.join(", ")
         ),
     }
     if let Some(d) = args.dataset {
@@ -106,6 +104,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(s) = args.seed {
         cfg.seed = s;
+    }
+    if let Some(d) = args.device {
+        cfg.device = d;
+    }
+    if let Some(t) = args.teacher {
+        cfg.teacher = Some(t);
     }
     if let Some(n) = args.limit_train {
         cfg.data.limit_train = Some(n);

@@ -53,7 +53,7 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// A method of `METHODS.md` (see [`Recipe::trainable_methods`]).
+    /// A method of `METHODS.md` (`kd_losses::METHOD_NAMES`).
     pub method: String,
     /// A dataset name of `DATASETS.md`.
     pub dataset: String,
@@ -67,8 +67,15 @@ pub struct TrainConfig {
     /// Evaluation batch size.
     pub eval_batch_size: usize,
     pub optim: SgdConfig,
-    /// Default milestones 100/150 (150/225 online).
+    /// Default milestones after 50% and 75% of the epochs (100/150 of 200, 150/225 of 300).
     pub schedule: Schedule,
+    /// Online methods: how many students (DML/KDCL networks, ONE/FFL/MFEF branches, OKDDip
+    /// peers besides the leader); default 3 for ONE and OKDDip, 2 for the others
+    /// ([`Recipe::students`]). Must be left out for methods that train one network.
+    pub students: Option<usize>,
+    /// Teacher → student methods (kd, at, sp): the run folder of a teacher trained by this
+    /// project on the same dataset (`--teacher RUN_DIR`); its best checkpoint is loaded.
+    pub teacher: Option<PathBuf>,
     /// The method's loss parameters (a map; missing ones take `METHODS.md`'s defaults).
     pub loss: Value,
     pub data: DataConfig,
@@ -89,6 +96,8 @@ impl Default for TrainConfig {
             eval_batch_size: 256,
             optim: SgdConfig::default(),
             schedule: Schedule::default(),
+            students: None,
+            teacher: None,
             loss: Value::Object(Default::default()),
             data: DataConfig::default(),
             seed: 0,
@@ -196,7 +205,7 @@ impl TrainConfig {
             .unwrap_or_else(|| recipe.family.arch().into());
         kd_models::arch_spec(&arch).map_err(|e| anyhow!("{e}"))?;
         self.arch = Some(arch);
-        self.epochs.get_or_insert(recipe.family.epochs());
+        let epochs = *self.epochs.get_or_insert(recipe.family.epochs());
         if let Some(wd) = recipe.fusion_weight_decay() {
             let o = &mut self.optim.weight_decay_overrides;
             if !o.iter().any(|(prefix, _)| prefix == "fusion.") {
@@ -205,7 +214,25 @@ impl TrainConfig {
         }
         self.schedule
             .milestones
-            .get_or_insert_with(|| recipe.family.milestones());
+            .get_or_insert_with(|| crate::recipe::Family::milestones(epochs));
+        match (recipe.students(), self.students) {
+            (None, Some(n)) if n != 1 => bail!(
+                "students: {} trains one network; `students` is for the online methods \
+                 (dml, one, okddip, kdcl, ffl, mfef)",
+                self.method
+            ),
+            (None, _) => self.students = None,
+            (Some((_, min)), Some(n)) if n < min => {
+                bail!("students: {} needs at least {min}, got {n}", self.method)
+            }
+            (Some((default, _)), n) => self.students = Some(n.unwrap_or(default)),
+        }
+        if self.teacher.is_some() && !recipe.teacher {
+            bail!(
+                "teacher: {} does not distil from a teacher (kd, at and sp do)",
+                self.method
+            );
+        }
         let method = self.loss_method()?;
         self.loss = short_floats(
             serde_json::to_value(&method)?
@@ -277,10 +304,18 @@ impl TrainConfig {
     }
 
     /// Applies several `key=value` overrides in order, then resolves.
+    /// Milestones at their default (50% and 75% of the epochs) follow a changed `epochs`.
     pub fn with_overrides(self, sets: &[String]) -> Result<Self> {
         let mut cfg = self.resolve()?;
         for s in sets {
-            cfg = cfg.set(s)?.resolve()?;
+            let default = crate::recipe::Family::milestones(cfg.total_epochs());
+            let derived = cfg.schedule.milestones.as_ref() == Some(&default)
+                && !s.trim_start().starts_with("schedule");
+            cfg = cfg.set(s)?;
+            if derived {
+                cfg.schedule.milestones = None;
+            }
+            cfg = cfg.resolve()?;
         }
         Ok(cfg)
     }
@@ -288,6 +323,11 @@ impl TrainConfig {
     /// The resolved architecture name.
     pub fn arch_name(&self) -> &str {
         self.arch.as_deref().unwrap_or("resnet18")
+    }
+
+    /// The resolved number of students (1 for methods that train one network).
+    pub fn student_count(&self) -> usize {
+        self.students.unwrap_or(1)
     }
 
     /// The resolved number of epochs.
@@ -324,6 +364,42 @@ mod tests {
         );
         assert_eq!(f.optim.weight_decay_for("fusion.fc.weight"), 1e-5);
         assert_eq!(f.optim.weight_decay_for("fc.weight"), 5e-4);
+        assert_eq!(f.students, Some(2));
+        assert_eq!(TrainConfig::for_method("one").unwrap().students, Some(3));
+        assert_eq!(c.students, None);
+        // Milestones follow the epochs when not given: 50% and 75%.
+        let short = TrainConfig::for_method("ce")
+            .unwrap()
+            .with_overrides(&["epochs=15".into()])
+            .unwrap();
+        assert_eq!(short.schedule.milestones, Some(vec![7, 11]));
+    }
+
+    #[test]
+    fn students_and_teacher_are_checked() {
+        let c = TrainConfig::for_method("kdcl")
+            .unwrap()
+            .with_overrides(&["students=3".into()])
+            .unwrap();
+        assert_eq!(c.student_count(), 3);
+        let e = TrainConfig::for_method("scd")
+            .unwrap()
+            .with_overrides(&["students=2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("students") && e.contains("online"), "{e}");
+        let e = TrainConfig::for_method("okddip")
+            .unwrap()
+            .with_overrides(&["students=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least 2"), "{e}");
+        let e = TrainConfig::for_method("ce")
+            .unwrap()
+            .with_overrides(&["teacher=runs/x".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("teacher"), "{e}");
     }
 
     #[test]

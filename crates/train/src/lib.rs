@@ -8,12 +8,15 @@
 //! - [`schedule`]: step and cosine learning-rate schedules with linear warm-up.
 //! - [`interrupt`]: Ctrl-C writes a mid-epoch checkpoint and stops.
 //! - [`run`]: run folders, the epoch loop, evaluation, checkpoints, resume ([`train`],
-//!   [`resume`]).
+//!   [`resume`], [`evaluate_run`]).
+//! - [`metrics`], [`plot`], [`report`]: a run's `metrics.csv` read back, its PNG curves, and
+//!   the comparison of several runs (mean ± std over seeds, curves, sweeps).
 //!
-//! Trainable now, on the CPU: the self-distillation methods `ce`, `scd`, `sad`, `cskd`, `ddgsd`
-//! and `byot`, and the online methods `dml`, `one`, `okddip`, `kdcl` (one view per network),
-//! `ffl` (fusion weight decay 1e-5) and `mfef`. The teacher methods `kd`, `at`, `sp` are
-//! declared in [`recipe`] but need a teacher checkpoint loader (not yet written).
+//! Every method of `METHODS.md` trains on the CPU: the self-distillation methods `ce`, `scd`,
+//! `sad`, `cskd`, `ddgsd`, `byot`; the teacher → student methods `kd`, `at`, `sp` (from a
+//! teacher run, `TrainConfig::teacher`); the online methods `dml`, `one`, `okddip`, `kdcl` (one
+//! view per network), `ffl` (fusion weight decay 1e-5) and `mfef`, with a configurable number
+//! of students.
 //!
 //! ```no_run
 //! use kd_train::{train, RunOptions, TrainConfig};
@@ -26,15 +29,20 @@
 
 pub mod config;
 pub mod interrupt;
+pub mod metrics;
 pub mod optim;
+pub mod plot;
 pub mod recipe;
+pub mod report;
 pub mod run;
 pub mod schedule;
 
 pub use config::{DataConfig, TrainConfig};
 pub use optim::{Sgd, SgdConfig};
 pub use recipe::{Batching, Family, Recipe, Structure};
+pub use report::Report;
 pub use run::{
-    evaluate_run, resume, train, CheckpointState, PartialEpoch, RunOptions, RunResult, Summary,
+    evaluate_run, resume, train, CheckpointState, EpochAcc, PartialEpoch, RunOptions, RunResult,
+    Summary,
 };
 pub use schedule::{Schedule, ScheduleKind};

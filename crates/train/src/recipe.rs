@@ -27,12 +27,10 @@ impl Family {
         }
     }
 
-    /// Default step-schedule milestones.
-    pub fn milestones(self) -> Vec<usize> {
-        match self {
-            Family::Online => vec![150, 225],
-            _ => vec![100, 150],
-        }
+    /// Default step-schedule milestones for a run of `epochs` epochs: after 50% and 75% of
+    /// them (the protocol's 100/150 of 200 and 150/225 of 300; 7/11 of 15).
+    pub fn milestones(epochs: usize) -> Vec<usize> {
+        vec![epochs / 2, epochs * 3 / 4]
     }
 
     /// Default architecture.
@@ -49,20 +47,18 @@ impl Family {
 pub enum Structure {
     /// One plain network.
     Plain,
-    /// `N` branches over a shared trunk (`NetConfig::branches`).
-    Branches(usize),
     /// BYOT: an exit after every stage (`kd_models::Byot`).
     ByotExits,
-    /// ONE: 3 branches and a gate (`kd_models::One`).
+    /// ONE: `m` branches (3) and a gate (`kd_models::One`).
     OneGate,
-    /// OKDDip: 3 peers + 1 leader with peer attention (`kd_models::Okddip`).
+    /// OKDDip: `P` peers (3) + 1 leader with peer attention (`kd_models::Okddip`).
     Okddip,
-    /// FFL: 2 branches and a fusion module (`kd_models::Ffl`).
+    /// FFL: `N` branches (2) and a fusion module (`kd_models::Ffl`).
     FflFusion,
     /// MFEF: FFL with multi-scale and dual-attention blocks (`kd_models::Mfef`).
     MfefFusion,
-    /// `N` independent networks (`kd_models::Networks`).
-    Networks(usize),
+    /// `N` independent networks (2; `kd_models::Networks`).
+    Networks,
 }
 
 /// How the rows of a training batch are formed, and how they reach the model.
@@ -76,18 +72,18 @@ pub enum Batching {
     /// DDGSD: 2 augmented views of the same images in one `2b` forward, split into
     /// `z1, z2` / `e1, e2`.
     TwoViewsOneForward,
-    /// KDCL: each network gets its own view.
-    ViewPerNetwork(usize),
+    /// KDCL: each of the `students` networks gets its own view.
+    ViewPerNetwork,
 }
 
 impl Batching {
-    /// The sampler of `kd_data` that forms these batches.
-    pub fn sampler(self) -> Sampler {
+    /// The sampler of `kd_data` that forms these batches for a model of `students` students.
+    pub fn sampler(self, students: usize) -> Sampler {
         match self {
             Batching::Plain => Sampler::Shuffled,
             Batching::ClassPairs => Sampler::ClassPairs,
             Batching::TwoViewsOneForward => Sampler::Views(2),
-            Batching::ViewPerNetwork(k) => Sampler::Views(k),
+            Batching::ViewPerNetwork => Sampler::Views(students),
         }
     }
 }
@@ -99,14 +95,11 @@ pub struct Recipe {
     pub family: Family,
     pub structure: Structure,
     pub batching: Batching,
-    /// Distils from a teacher checkpoint (kd, at, sp).
+    /// Distils from a teacher checkpoint (kd, at, sp: `TrainConfig::teacher`).
     pub teacher: bool,
     /// The loss reads the stage outputs `F_1..F_L` (scd, sad, at, sp); informational: the
     /// trainer hands every output of the forward pass to the loss.
     pub features: bool,
-    /// The trainer in this crate can run it (the teacher methods are declared for
-    /// completeness: they need a teacher checkpoint, not loaded yet).
-    pub trainable: bool,
 }
 
 impl Recipe {
@@ -122,7 +115,6 @@ impl Recipe {
             batching,
             teacher: family == F::Teacher,
             features: matches!(method, "scd" | "sad" | "at" | "sp"),
-            trainable: family != F::Teacher,
         };
         Some(match method {
             "ce" => r("ce", F::SelfDistillation, S::Plain, B::Plain),
@@ -139,10 +131,10 @@ impl Recipe {
             "kd" => r("kd", F::Teacher, S::Plain, B::Plain),
             "at" => r("at", F::Teacher, S::Plain, B::Plain),
             "sp" => r("sp", F::Teacher, S::Plain, B::Plain),
-            "dml" => r("dml", F::Online, S::Networks(2), B::Plain),
+            "dml" => r("dml", F::Online, S::Networks, B::Plain),
             "one" => r("one", F::Online, S::OneGate, B::Plain),
             "okddip" => r("okddip", F::Online, S::Okddip, B::Plain),
-            "kdcl" => r("kdcl", F::Online, S::Networks(2), B::ViewPerNetwork(2)),
+            "kdcl" => r("kdcl", F::Online, S::Networks, B::ViewPerNetwork),
             "ffl" => r("ffl", F::Online, S::FflFusion, B::Plain),
             "mfef" => r("mfef", F::Online, S::MfefFusion, B::Plain),
             _ => return None,
@@ -155,14 +147,15 @@ impl Recipe {
         matches!(self.structure, Structure::FflFusion | Structure::MfefFusion).then_some(1e-5)
     }
 
-    /// The methods the trainer can run now.
-    pub fn trainable_methods() -> Vec<&'static str> {
-        kd_losses::METHOD_NAMES
-            .iter()
-            .filter_map(|m| Recipe::of(m))
-            .filter(|r| r.trainable)
-            .map(|r| r.method)
-            .collect()
+    /// The default number of students of an online method (`METHODS.md`: ONE `m = 3`
+    /// branches, OKDDip 3 peers besides the leader, FFL 2 students; DML, KDCL and MFEF 2), and
+    /// the fewest it can have; `None` for methods that train one network.
+    pub fn students(&self) -> Option<(usize, usize)> {
+        match self.structure {
+            Structure::OneGate | Structure::Okddip => Some((3, 2)),
+            Structure::FflFusion | Structure::MfefFusion | Structure::Networks => Some((2, 2)),
+            Structure::Plain | Structure::ByotExits => None,
+        }
     }
 }
 
@@ -177,35 +170,34 @@ mod tests {
             assert_eq!(r.method, *m);
         }
         assert!(Recipe::of("nope").is_none());
-        assert_eq!(
-            Recipe::trainable_methods(),
-            vec![
-                "ce", "scd", "sad", "cskd", "ddgsd", "byot", "dml", "one", "okddip", "kdcl", "ffl",
-                "mfef"
-            ]
-        );
+        assert_eq!(Recipe::of("one").unwrap().students(), Some((3, 2)));
+        assert_eq!(Recipe::of("okddip").unwrap().students(), Some((3, 2)));
+        assert_eq!(Recipe::of("kdcl").unwrap().students(), Some((2, 2)));
+        assert_eq!(Recipe::of("byot").unwrap().students(), None);
+        assert!(Recipe::of("kd").unwrap().teacher);
     }
 
     #[test]
     fn families_set_the_protocol() {
         let r = Recipe::of("scd").unwrap();
-        assert_eq!(
-            (r.family.epochs(), r.family.milestones()),
-            (200, vec![100, 150])
-        );
+        assert_eq!(r.family.epochs(), 200);
+        assert_eq!(Family::milestones(200), vec![100, 150]);
         let r = Recipe::of("dml").unwrap();
-        assert_eq!(
-            (r.family.epochs(), r.family.milestones()),
-            (300, vec![150, 225])
-        );
+        assert_eq!(r.family.epochs(), 300);
+        assert_eq!(Family::milestones(300), vec![150, 225]);
+        assert_eq!(Family::milestones(15), vec![7, 11]);
         assert_eq!(r.family.arch(), "resnet32");
         assert_eq!(
-            Recipe::of("cskd").unwrap().batching.sampler(),
+            Recipe::of("cskd").unwrap().batching.sampler(1),
             Sampler::ClassPairs
         );
         assert_eq!(
-            Recipe::of("ddgsd").unwrap().batching.sampler(),
+            Recipe::of("ddgsd").unwrap().batching.sampler(1),
             Sampler::Views(2)
+        );
+        assert_eq!(
+            Recipe::of("kdcl").unwrap().batching.sampler(3),
+            Sampler::Views(3)
         );
     }
 }

@@ -191,14 +191,7 @@ impl RunLog {
 /// Starts a new run of `cfg` (resolved here) in a fresh folder under `opts.runs_dir`.
 pub fn train(cfg: TrainConfig, opts: &RunOptions) -> Result<RunResult> {
     let cfg = cfg.resolve()?;
-    let recipe = cfg.recipe()?;
-    if !recipe.trainable {
-        bail!(
-            "method `{}` is not trainable yet; trainable methods: {}",
-            cfg.method,
-            Recipe::trainable_methods().join(", ")
-        );
-    }
+    check_teacher_given(&cfg)?;
     let stamp = time_stamp();
     let base = format!(
         "{}-{}-{}-s{}-{stamp}",
@@ -399,30 +392,30 @@ fn launch(
     let me = |e: kd_models::ModelError| anyhow!("{e}");
     let net = |n: usize| build_network(&dev, &arch, cfg.branches(n)).map_err(me);
     let size = setup.size;
+    let n = setup.cfg.student_count();
     match setup.recipe.structure {
         Structure::Plain => Trainer::start(setup, dev.clone(), net(1)?, begin)?.go(),
-        Structure::Branches(n) => Trainer::start(setup, dev.clone(), net(n)?, begin)?.go(),
         Structure::ByotExits => {
             let m = Byot::new(&dev, net(1)?, size).map_err(me)?;
             Trainer::start(setup, dev, m, begin)?.go()
         }
         Structure::OneGate => {
-            let m = One::new(&dev, net(3)?).map_err(me)?;
+            let m = One::new(&dev, net(n)?).map_err(me)?;
             Trainer::start(setup, dev, m, begin)?.go()
         }
         Structure::Okddip => {
-            let m = Okddip::new(&dev, net(4)?).map_err(me)?;
+            let m = Okddip::new(&dev, net(n + 1)?).map_err(me)?;
             Trainer::start(setup, dev, m, begin)?.go()
         }
         Structure::FflFusion => {
-            let m = Ffl::new(&dev, vec![net(2)?]).map_err(me)?;
+            let m = Ffl::new(&dev, vec![net(n)?]).map_err(me)?;
             Trainer::start(setup, dev, m, begin)?.go()
         }
         Structure::MfefFusion => {
-            let m = Mfef::new(&dev, vec![net(2)?]).map_err(me)?;
+            let m = Mfef::new(&dev, vec![net(n)?]).map_err(me)?;
             Trainer::start(setup, dev, m, begin)?.go()
         }
-        Structure::Networks(n) => {
+        Structure::Networks => {
             let nets = (0..n).map(|_| net(1)).collect::<Result<Vec<_>>>()?;
             Trainer::start(setup, dev, Networks::new(nets), begin)?.go()
         }
@@ -443,6 +436,8 @@ struct Trainer<M> {
     train: Loader,
     test: Loader,
     state: CheckpointState,
+    /// The trained teacher (kd, at, sp), evaluated on every training batch.
+    teacher: Option<Net>,
     students: Vec<String>,
     best_epoch_acc: Option<EpochAcc>,
     last_epoch_acc: Option<EpochAcc>,
@@ -458,16 +453,7 @@ impl Setup {
         let mut log = RunLog::open(&run_dir.join("log.txt"))?;
         log.info(&format!("run folder {}", run_dir.display()));
         log.info(&format!("config:\n{}", cfg.to_ron()));
-        if !recipe.trainable {
-            bail!(
-                "method `{}` needs {:?}{}, which this trainer does not build yet; trainable \
-                 methods: {}",
-                cfg.method,
-                recipe.structure,
-                if recipe.teacher { " and a teacher" } else { "" },
-                Recipe::trainable_methods().join(", ")
-            );
-        }
+        check_teacher_given(&cfg)?;
         let (train_set, test_set) = load_data(&cfg, opts)?;
         log.info(&format!(
             "{}: {} training, {} test images of {}x{}x{}, {} classes",
@@ -490,7 +476,7 @@ impl Setup {
             train_t,
             LoaderConfig {
                 batch_size: cfg.batch_size,
-                sampler: recipe.batching.sampler(),
+                sampler: recipe.batching.sampler(cfg.student_count()),
                 drop_last: true,
                 threads: cfg.data.threads,
                 prefetch: cfg.data.prefetch,
@@ -543,8 +529,11 @@ impl<M: Trainable> Trainer<M> {
             mut log,
             train,
             test,
+            classes,
+            channels,
             ..
         } = setup;
+        let teacher = load_teacher(&cfg, &dev, classes, channels, &mut log)?;
         let mut opt = Sgd::new(&model, cfg.optim.clone());
         let eval_only = begin.eval_only;
         let state = match begin.state {
@@ -555,6 +544,9 @@ impl<M: Trainable> Trainer<M> {
                     .map_err(|e| anyhow!("reading {}: {e:?}", dir.display()))?;
                 opt.load(&dir.join("optimizer.safetensors"))?;
                 opt.steps = s.steps;
+                if !eval_only {
+                    drop_metrics_after(&run_dir.join("metrics.csv"), s.epochs_done)?;
+                }
                 log.info(&format!(
                     "{} after epoch {} (step {}) from {}",
                     if eval_only { "evaluating" } else { "resuming" },
@@ -608,6 +600,7 @@ impl<M: Trainable> Trainer<M> {
             train,
             test,
             state,
+            teacher,
             students,
             best_epoch_acc,
             last_epoch_acc,
@@ -875,6 +868,9 @@ impl<M: Trainable> Trainer<M> {
             ips,
             secs,
         )?;
+        if let Err(e) = crate::plot::run_plots(&self.run_dir) {
+            self.log.error(&format!("plots not drawn: {e:#}"));
+        }
         self.checkpoint("last")?;
         if improved {
             self.checkpoint("best")?;
@@ -930,8 +926,15 @@ impl<M: Trainable> Trainer<M> {
                 let x = self
                     .dev
                     .tensor_from_vec(batch.images.clone(), (rows, c, h, w));
+                let teacher = (self.teacher.as_ref()).map(|t| Model::forward_eval(t, x.clone()));
                 let out = Model::forward(&mut self.model, x.traced(grads), Mode::Train);
-                into_inputs(labels.clone(), out)
+                let mut inputs = into_inputs(labels.clone(), out);
+                if let Some(t) = teacher {
+                    // Detached by the losses (`METHODS.md`: `sg z_t`, `sg a_t`, `sg G_t`).
+                    inputs.teacher_logits = t.logits.into_iter().next().map(|z| z.retaped());
+                    inputs.teacher_features = t.features.into_iter().map(|f| f.retaped()).collect();
+                }
+                inputs
             }
             Batching::ClassPairs => {
                 let xa = self
@@ -965,7 +968,8 @@ impl<M: Trainable> Trainer<M> {
                 inputs.features = out.features;
                 inputs
             }
-            Batching::ViewPerNetwork(k) => {
+            Batching::ViewPerNetwork => {
+                let k = self.cfg.student_count();
                 let views = (0..k)
                     .map(|v| {
                         let x = self.dev.tensor_from_vec(
@@ -1011,10 +1015,16 @@ impl<M: Trainable> Trainer<M> {
                 names = entry_names(self.recipe.structure, rows_of.len());
             }
             if rows_of.len() > 1 {
+                // ONE's ensemble is its gated teacher `z_e = Σ_i g_i z_i`; the others average.
+                let m = rows_of.len();
+                let gate = out.gate.as_ref().map(|g| g.as_vec());
                 let mut mean = vec![0f32; rows_of[0].len()];
-                for z in &rows_of {
-                    for (m, v) in mean.iter_mut().zip(z) {
-                        *m += v / rows_of.len() as f32;
+                for (i, z) in rows_of.iter().enumerate() {
+                    for (r, (acc, zr)) in mean.chunks_mut(k).zip(z.chunks(k)).enumerate() {
+                        let w = gate.as_ref().map_or(1.0 / m as f32, |g| g[r * m + i]);
+                        for (a, v) in acc.iter_mut().zip(zr) {
+                            *a += w * v;
+                        }
                     }
                 }
                 rows_of.push(mean);
@@ -1107,6 +1117,105 @@ impl<M: Trainable> Trainer<M> {
         }
         Ok(())
     }
+}
+
+/// Teacher → student methods need `teacher` (checked before any data is loaded).
+fn check_teacher_given(cfg: &TrainConfig) -> Result<()> {
+    if cfg.recipe()?.teacher && cfg.teacher.is_none() {
+        bail!(
+            "method `{}` distils from a trained teacher: pass --teacher RUN_DIR (or `teacher: \
+             \"RUN_DIR\"` in the config), a run folder of this project trained on {} (e.g. from \
+             `cargo xtask train ce --dataset {} --arch resnet56`)",
+            cfg.method,
+            cfg.dataset,
+            cfg.dataset
+        );
+    }
+    Ok(())
+}
+
+/// The teacher network of a kd/at/sp run: the architecture of the run in `cfg.teacher`, with
+/// its best checkpoint (its last when it has no best). Built after the student, so the student
+/// starts from the same weights as a CE run with the same seed.
+fn load_teacher(
+    cfg: &TrainConfig,
+    dev: &Dev,
+    classes: usize,
+    channels: usize,
+    log: &mut RunLog,
+) -> Result<Option<Net>> {
+    let Some(dir) = &cfg.teacher else {
+        return Ok(None);
+    };
+    let what = || format!("teacher {}", dir.display());
+    let tcfg = TrainConfig::load(&dir.join("config.ron"))
+        .and_then(TrainConfig::resolve)
+        .with_context(what)?;
+    if tcfg.dataset != cfg.dataset {
+        bail!(
+            "{}: trained on {}, this run is on {}",
+            what(),
+            tcfg.dataset,
+            cfg.dataset
+        );
+    }
+    if tcfg.recipe()?.structure != Structure::Plain {
+        bail!(
+            "{}: a `{}` run trains more than one plain network; a teacher must be a run of ce, \
+             scd, sad, cskd or ddgsd",
+            what(),
+            tcfg.method
+        );
+    }
+    let ckpt = ["best", "last"]
+        .iter()
+        .map(|c| dir.join("checkpoints").join(c))
+        .find(|d| d.join("model.safetensors").is_file())
+        .ok_or_else(|| anyhow!("{}: no checkpoints/best or checkpoints/last", what()))?;
+    let mut net = build_network(dev, tcfg.arch_name(), NetConfig::new(classes, channels))
+        .map_err(|e| anyhow!("{}: {e}", what()))?;
+    net.load_safetensors(ckpt.join("model.safetensors"))
+        .map_err(|e| anyhow!("{}: reading {}: {e:?}", what(), ckpt.display()))?;
+    let state: Option<CheckpointState> = std::fs::read_to_string(ckpt.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    log.info(&format!(
+        "teacher: {} from {}{}",
+        tcfg.arch_name(),
+        ckpt.display(),
+        state.map_or(String::new(), |s| format!(
+            " (epoch {}, test accuracy {:.2}%)",
+            s.epochs_done,
+            s.last_acc.first().copied().unwrap_or(f64::NAN)
+        ))
+    ));
+    Ok(Some(net))
+}
+
+/// Drops the rows of `metrics.csv` after epoch `epochs_done` (written before a kill that came
+/// before their checkpoint), so a resumed run's metrics have one row per epoch.
+fn drop_metrics_after(path: &Path, epochs_done: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| {
+            *i == 0
+                || l.split(',')
+                    .next()
+                    .and_then(|e| e.parse::<usize>().ok())
+                    .is_some_and(|e| e <= epochs_done)
+        })
+        .map(|(_, l)| l)
+        .collect();
+    if kept.len() != text.lines().count() {
+        let tmp = path.with_extension("csv.tmp");
+        std::fs::write(&tmp, kept.join("\n") + "\n")?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(())
 }
 
 /// Names of `n` evaluated logits of a model of `structure`.

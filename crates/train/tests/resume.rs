@@ -298,15 +298,7 @@ fn a_missing_dataset_names_the_fetch_command() {
 }
 
 #[test]
-fn untrainable_and_unknown_names_list_the_valid_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let err = train(TrainConfig::for_method("kd").unwrap(), &opts(dir.path()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("trainable methods: ce, scd, sad, cskd, ddgsd, byot, dml"),
-        "{err}"
-    );
+fn unknown_names_list_the_valid_ones() {
     let err = TrainConfig::for_method("ce")
         .unwrap()
         .with_overrides(&["dataset=mnist".into()])
@@ -315,6 +307,131 @@ fn untrainable_and_unknown_names_list_the_valid_ones() {
     assert!(
         err.contains("fashion-mnist") && err.contains("cifar100"),
         "{err}"
+    );
+}
+
+#[test]
+fn teacher_methods_distil_from_a_teacher_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // Without a teacher: a clear error before any data is read.
+    let err = train(TrainConfig::for_method("kd").unwrap(), &opts(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--teacher RUN_DIR"), "{err}");
+    let sets = ["epochs=1", "data.limit_train=128", "batch_size=32"];
+    let teacher = train(tiny("ce", &sets), &opts(&dir.path().join("t"))).unwrap();
+    let t = format!("teacher=\"{}\"", teacher.run_dir.display());
+    for (method, terms) in [
+        ("kd", "loss_ce,loss_kl"),
+        ("at", "loss_ce,loss_at"),
+        ("sp", "loss_ce,loss_sp"),
+    ] {
+        let mut all = sets.to_vec();
+        all.push(&t);
+        let r = train(tiny(method, &all), &opts(dir.path()))
+            .unwrap_or_else(|e| panic!("{method}: {e:#}"));
+        let m = kd_train::metrics::Metrics::load(&r.run_dir).unwrap();
+        assert!(
+            m.columns
+                .join(",")
+                .starts_with(&format!("epoch,lr,loss,{terms},")),
+            "{method}: {:?}",
+            m.columns
+        );
+        // The distillation term is computed from the teacher's outputs: positive, finite.
+        let term = m.column(terms.split(',').nth(1).unwrap()).unwrap()[0];
+        assert!(term.is_finite() && term > 0.0, "{method}: {term}");
+        let log = std::fs::read_to_string(r.run_dir.join("log.txt")).unwrap();
+        assert!(log.contains("teacher: resnet20 from"), "{log}");
+    }
+    // A teacher trained on another dataset is refused, naming both.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let mut cfg = TrainConfig::for_method("ce").unwrap();
+    cfg.dataset = "cifar10".into();
+    std::fs::write(other.join("config.ron"), cfg.to_ron()).unwrap();
+    let t = format!("teacher=\"{}\"", other.display());
+    let mut all = sets.to_vec();
+    all.push(&t);
+    let err = format!(
+        "{:#}",
+        train(tiny("kd", &all), &opts(dir.path())).unwrap_err()
+    );
+    assert!(
+        err.contains("cifar10") && err.contains("fashion-mnist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn student_counts_and_one_gate_weighted_ensemble() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = [
+        "epochs=1",
+        "data.limit_train=64",
+        "batch_size=32",
+        "students=2",
+    ];
+    let r = train(tiny("okddip", &sets), &opts(dir.path())).unwrap();
+    assert_eq!(r.summary.students, ["peer0", "peer1", "leader", "ensemble"]);
+    let r = train(
+        tiny(
+            "kdcl",
+            &[
+                "epochs=1",
+                "data.limit_train=64",
+                "batch_size=32",
+                "students=3",
+            ],
+        ),
+        &opts(dir.path()),
+    )
+    .unwrap();
+    assert_eq!(
+        r.summary.students,
+        ["student0", "student1", "student2", "ensemble"]
+    );
+    let r = train(tiny("one", &sets), &opts(dir.path())).unwrap();
+    assert_eq!(r.summary.students, ["student0", "student1", "ensemble"]);
+    // ONE's ensemble is the gated teacher Σ g_i z_i: recompute it from the checkpoint.
+    let dev = Cpu::default();
+    let net = build_network(&dev, "resnet20", NetConfig::new(10, 1).branches(2)).unwrap();
+    let mut one = kd_models::One::new(&dev, net).unwrap();
+    one.load_safetensors(r.run_dir.join("checkpoints/last/model.safetensors"))
+        .unwrap();
+    let test = kd_data::load(
+        kd_data::DatasetName::FashionMnist,
+        Path::new(FMNIST),
+        kd_data::Split::Test,
+        &Default::default(),
+    )
+    .unwrap();
+    let norm = kd_data::Normalize::of(&kd_data::DatasetName::FashionMnist.info());
+    let tf = kd_data::Transform::new(kd_data::Augment::none(), &norm, 1, 28, 28);
+    let (mut gated, mut mean) = (0, 0);
+    for i in 0..128 {
+        let mut x = vec![0f32; 784];
+        tf.apply(test.image(i), &mut rand::thread_rng(), &mut x);
+        let out = kd_models::Model::forward_eval(&one, dev.tensor_from_vec(x, (1, 1, 28, 28)));
+        let g = out.gate.unwrap().as_vec();
+        let z: Vec<Vec<f32>> = out.logits.iter().map(|z| z.as_vec()).collect();
+        let argmax = |w: &[f32]| {
+            (0..10)
+                .map(|j| w[0] * z[0][j] + w[1] * z[1][j])
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap()
+                .0
+        };
+        let y = test.labels[i] as usize;
+        gated += usize::from(argmax(&g) == y);
+        mean += usize::from(argmax(&[0.5, 0.5]) == y);
+    }
+    let ens = r.summary.last.test_acc[2];
+    assert_eq!(
+        ens,
+        100.0 * gated as f64 / 128.0,
+        "mean-of-logits gives {mean}/128"
     );
 }
 

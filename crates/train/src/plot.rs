@@ -1,0 +1,224 @@
+//! PNG line charts (plotters' bitmap backend, text in the embedded DejaVu Sans, so no system
+//! font is needed): a run's loss and accuracy curves ([`run_plots`]) and the comparison plots of
+//! [`crate::report`].
+
+use crate::metrics::Metrics;
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::Once;
+
+/// One line: `(x, y)` points, and optionally a ± band drawn as error bars.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    /// Half-widths of error bars at the points (same length), if any.
+    pub errors: Option<Vec<f64>>,
+}
+
+impl Series {
+    pub fn new(label: impl Into<String>, xs: &[f64], ys: &[f64]) -> Self {
+        Self {
+            label: label.into(),
+            points: xs.iter().copied().zip(ys.iter().copied()).collect(),
+            errors: None,
+        }
+    }
+}
+
+/// A chart: title, axis names, lines, and horizontal reference lines (`(label, y)`).
+#[derive(Debug, Clone, Default)]
+pub struct Chart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    pub references: Vec<(String, f64)>,
+    /// Plot x as log10 (ticks still show the values).
+    pub log_x: bool,
+}
+
+fn register_font() {
+    static FONT: Once = Once::new();
+    FONT.call_once(|| {
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            plotters::style::register_font("sans-serif", style, dejavu::sans::regular())
+                .unwrap_or_else(|_| panic!("the embedded DejaVu Sans is a valid font"));
+        }
+    });
+}
+
+/// The range of `v` widened by 5% on each side (or ±1 around a single value).
+fn span(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = v
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = if hi > lo { (hi - lo) * 0.05 } else { 1.0 };
+    (lo - pad, hi + pad)
+}
+
+impl Chart {
+    /// Writes the chart as a 900×560 PNG.
+    pub fn write_png(&self, path: &Path) -> Result<()> {
+        register_font();
+        let fx = |x: f64| if self.log_x { x.log10() } else { x };
+        let (x0, x1) = span(
+            self.series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| fx(p.0))),
+        );
+        let (y0, y1) = span(
+            self.series
+                .iter()
+                .flat_map(|s| {
+                    let e = s.errors.clone().unwrap_or_default();
+                    s.points.iter().enumerate().flat_map(move |(i, p)| {
+                        let d = e.get(i).copied().unwrap_or(0.0);
+                        [p.1 - d, p.1 + d]
+                    })
+                })
+                .chain(self.references.iter().map(|r| r.1)),
+        );
+        let e = |e: &dyn std::fmt::Debug| anyhow!("drawing {}: {e:?}", path.display());
+        let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&self.title, ("sans-serif", 22))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|x| e(&x))?;
+        let log_x = self.log_x;
+        let x_fmt = move |v: &f64| {
+            let v = if log_x { 10f64.powf(*v) } else { *v };
+            format!("{}", (v * 1000.0).round() / 1000.0)
+        };
+        chart
+            .configure_mesh()
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .x_label_formatter(&x_fmt)
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (i, s) in self.series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64)> = s.points.iter().map(|p| (fx(p.0), p.1)).collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|x| e(&x))?
+                .label(&s.label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            if pts.len() <= 40 {
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(|x| e(&x))?;
+            }
+            if let Some(errs) = &s.errors {
+                chart
+                    .draw_series(pts.iter().zip(errs).map(|(&(x, y), &d)| {
+                        ErrorBar::new_vertical(x, y - d, y, y + d, color.stroke_width(1), 8)
+                    }))
+                    .map_err(|x| e(&x))?;
+            }
+        }
+        for (j, (label, y)) in self.references.iter().enumerate() {
+            let color = Palette99::pick(self.series.len() + j).to_rgba();
+            let style = color.stroke_width(1);
+            chart
+                .draw_series(LineSeries::new(vec![(x0, *y), (x1, *y)], style))
+                .map_err(|x| e(&x))?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
+        Ok(())
+    }
+}
+
+/// A run's curves from its `metrics.csv`: `loss.png` (total and every term per epoch) and
+/// `accuracy.png` (train accuracy and the test accuracy of every student / exit / ensemble).
+pub fn run_plots(run_dir: &Path) -> Result<()> {
+    let m = Metrics::load(run_dir)?;
+    let name = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let epochs = m.epochs();
+    let mut loss = Chart {
+        title: format!("{name}: training loss"),
+        x_label: "epoch".into(),
+        y_label: "mean loss per batch".into(),
+        ..Default::default()
+    };
+    if let Some(total) = m.column("loss") {
+        loss.series.push(Series::new("total", &epochs, &total));
+    }
+    for (term, v) in m.with_prefix("loss_") {
+        loss.series.push(Series::new(term, &epochs, &v));
+    }
+    loss.write_png(&run_dir.join("loss.png"))?;
+    let mut acc = Chart {
+        title: format!("{name}: accuracy"),
+        x_label: "epoch".into(),
+        y_label: "accuracy (%)".into(),
+        ..Default::default()
+    };
+    if let Some(train) = m.column("train_acc") {
+        acc.series.push(Series::new("train", &epochs, &train));
+    }
+    for (entry, v) in m.with_prefix("test_acc_") {
+        acc.series
+            .push(Series::new(format!("test {entry}"), &epochs, &v));
+    }
+    acc.write_png(&run_dir.join("accuracy.png"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_plots_draw_every_curve() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("metrics.csv"),
+            "epoch,lr,loss,loss_ce,loss_scd,train_acc,test_acc_net,images_per_s,seconds\n\
+             1,0.1,2.0,1.5,0.5,40,50,100,10\n2,0.1,1.0,0.8,0.2,70,75,100,10\n\
+             3,0.01,0.5,0.4,0.1,85,88,100,10\n",
+        )
+        .unwrap();
+        run_plots(dir.path()).unwrap();
+        for f in ["loss.png", "accuracy.png"] {
+            let img = image::open(dir.path().join(f)).unwrap().to_rgb8();
+            assert_eq!(img.dimensions(), (900, 560));
+            // Three loss lines (or two accuracy lines) and the legend: each line's colour is
+            // present, and the picture is not blank.
+            let colors: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+            let wanted = if f == "loss.png" { 3 } else { 2 };
+            for i in 0..wanted {
+                let c = Palette99::pick(i).to_rgba();
+                assert!(colors.contains(&[c.0, c.1, c.2]), "{f}: line {i} missing");
+            }
+            let dark = img.pixels().filter(|p| p.0.iter().all(|&v| v < 64)).count();
+            assert!(dark > 2000, "{f}: {dark} dark pixels (axes and text)");
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! `cargo xtask report RUN_DIR...`: compares finished runs. Runs whose resolved configs differ
+//! only in the seed (and in settings that do not change results: loader threads, device,
+//! folders) form one group; the report gives, per group and per reported entry (student, exit,
+//! ensemble, fused), the best and the last test accuracy as mean ± sample standard deviation
+//! over the seeds (`METHODS.md`: "Report both the best and the last test accuracy ... and
+//! mean ± std over seeds"), and draws:
+//! - `<stem>-curves.png`: test accuracy per epoch of each group's headline entry (mean over
+//!   seeds);
+//! - `<stem>-sweep.png`, when the groups differ in exactly one numeric setting (a sweep over
+//!   `loss.beta`, say): best accuracy (mean ± std) against that value, with the groups that do
+//!   not have the setting (the CE baseline) as horizontal reference lines.
+//!
+//! The headline entry of a run is the one a user deploys: the only network (`net`), BYOT's
+//! deepest exit, OKDDip's leader, or the first student of an online method.
+
+use crate::config::TrainConfig;
+use crate::metrics::Metrics;
+use crate::plot::{Chart, Series};
+use crate::run::Summary;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Settings that never change results, left out when grouping runs.
+const IGNORED: &[&str] = &[
+    "seed",
+    "device",
+    "eval_batch_size",
+    "teacher",
+    "data.threads",
+    "data.prefetch",
+    "data.dir",
+];
+
+/// One finished (or stopped) run.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub dir: PathBuf,
+    pub cfg: TrainConfig,
+    pub summary: Summary,
+    pub metrics: Option<Metrics>,
+}
+
+impl RunRecord {
+    /// Reads `config.ron`, `summary.json` and `metrics.csv` of a run folder.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let cfg = TrainConfig::load(&dir.join("config.ron"))?;
+        let path = dir.join("summary.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (the run has not finished an invocation; resume it with \
+                 `cargo xtask train --resume {}`)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        let summary: Summary =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let metrics = Metrics::load(dir).ok();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            cfg,
+            summary,
+            metrics,
+        })
+    }
+
+    /// Index of the headline entry in `summary.students`.
+    pub fn headline(&self) -> usize {
+        headline(&self.summary.students)
+    }
+}
+
+/// The headline entry among `students` (see the module docs).
+pub fn headline(students: &[String]) -> usize {
+    let find = |p: &dyn Fn(&str) -> bool| students.iter().rposition(|s| p(s));
+    find(&|s| s == "net")
+        .or_else(|| find(&|s| s.starts_with("exit")))
+        .or_else(|| find(&|s| s == "leader"))
+        .or_else(|| {
+            students
+                .iter()
+                .position(|s| s != "ensemble" && s != "fused")
+        })
+        .unwrap_or(0)
+}
+
+/// The run folders under `paths`: a folder with a `config.ron` is a run; any other folder is
+/// searched (three levels deep) for runs. Sorted, without duplicates.
+pub fn find_runs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+        if dir.join("config.ron").is_file() {
+            out.push(dir.to_path_buf());
+            return Ok(());
+        }
+        if depth == 0 {
+            return Ok(());
+        }
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+        for e in entries {
+            let p = e?.path();
+            if p.is_dir() {
+                walk(&p, depth - 1, out)?;
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            bail!("{} is not a folder", p.display());
+        }
+        walk(p, 3, &mut out)?;
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// A config as `dotted.key → value` (values as compact JSON text).
+fn flatten(cfg: &TrainConfig) -> BTreeMap<String, String> {
+    fn go(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            Value::Object(o) => {
+                for (k, v) in o {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    go(&key, v, out);
+                }
+            }
+            Value::String(s) => {
+                out.insert(prefix.to_string(), s.clone());
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    go(
+        "",
+        &serde_json::to_value(cfg).unwrap_or(Value::Null),
+        &mut out,
+    );
+    out.retain(|k, _| !IGNORED.contains(&k.as_str()));
+    out
+}
+
+/// `mean ± sample standard deviation` (n − 1), or just the value for one seed.
+pub fn mean_std(v: &[f64]) -> (f64, Option<f64>) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n.max(1.0);
+    if v.len() < 2 {
+        return (mean, None);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, Some(var.sqrt()))
+}
+
+fn fmt_ms(v: &[f64]) -> String {
+    match mean_std(v) {
+        (_, _) if v.is_empty() => "–".into(),
+        (m, None) => format!("{m:.2}"),
+        (m, Some(s)) => format!("{m:.2} ± {s:.2}"),
+    }
+}
+
+/// Runs that share everything but the seed.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The settings this group has that some other group does not (e.g. `loss.beta=300`).
+    pub settings: Vec<(String, String)>,
+    pub runs: Vec<RunRecord>,
+}
+
+impl Group {
+    pub fn cfg(&self) -> &TrainConfig {
+        &self.runs[0].cfg
+    }
+
+    /// `method` plus the distinguishing settings.
+    pub fn label(&self) -> String {
+        let mut s = self.cfg().method.clone();
+        for (k, v) in &self.settings {
+            if !matches!(k.as_str(), "method") {
+                let _ = write!(s, " {k}={v}");
+            }
+        }
+        s
+    }
+
+    /// Best (or last) test accuracy of entry `i` of every run.
+    fn accs(&self, i: usize, best: bool) -> Vec<f64> {
+        self.runs
+            .iter()
+            .filter_map(|r| {
+                let e = if best {
+                    &r.summary.best
+                } else {
+                    &r.summary.last
+                };
+                e.test_acc.get(i).copied()
+            })
+            .collect()
+    }
+}
+
+/// Runs grouped for comparison.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub groups: Vec<Group>,
+    /// The settings that differ between groups.
+    pub varying: Vec<String>,
+}
+
+impl Report {
+    /// Groups `runs` (in the order their groups first appear).
+    pub fn new(runs: Vec<RunRecord>) -> Result<Self> {
+        if runs.is_empty() {
+            bail!("no runs to report");
+        }
+        let mut keyed: Vec<(BTreeMap<String, String>, Vec<RunRecord>)> = Vec::new();
+        for r in runs {
+            let k = flatten(&r.cfg);
+            match keyed.iter_mut().find(|(g, _)| *g == k) {
+                Some((_, v)) => v.push(r),
+                None => keyed.push((k, vec![r])),
+            }
+        }
+        let all_keys: std::collections::BTreeSet<&String> =
+            keyed.iter().flat_map(|(k, _)| k.keys()).collect();
+        let varying: Vec<String> = all_keys
+            .into_iter()
+            .filter(|key| {
+                // Differs between two groups that both have it (a setting only some methods
+                // have, like `loss.beta`, does not make the others differ).
+                let mut values = keyed.iter().filter_map(|(k, _)| k.get(*key));
+                let first = values.next();
+                values.any(|v| Some(v) != first)
+            })
+            .cloned()
+            .collect();
+        let groups = keyed
+            .iter()
+            .map(|(k, runs)| Group {
+                settings: varying
+                    .iter()
+                    .filter(|v| !matches!(v.as_str(), "method" | "dataset" | "arch"))
+                    .filter_map(|v| Some((v.clone(), k.get(v)?.clone())))
+                    .collect(),
+                runs: runs.clone(),
+            })
+            .collect();
+        Ok(Self { groups, varying })
+    }
+
+    /// Loads every run under `paths` (see [`find_runs`]); runs without `summary.json` are
+    /// skipped with a warning.
+    pub fn from_paths(paths: &[PathBuf]) -> Result<Self> {
+        let mut runs = Vec::new();
+        for dir in find_runs(paths)? {
+            match RunRecord::load(&dir) {
+                Ok(r) => runs.push(r),
+                Err(e) => log::warn!("skipping {}: {e:#}", dir.display()),
+            }
+        }
+        Self::new(runs)
+    }
+
+    /// The markdown table: one row per group and entry.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "| method | dataset | arch | settings | entry | seeds | best test acc (%) | last test \
+             acc (%) | epochs | images/s |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        for g in &self.groups {
+            let r0 = &g.runs[0];
+            let settings: Vec<String> = g
+                .settings
+                .iter()
+                .map(|(k, v)| format!("`{k}={v}`"))
+                .collect();
+            let seeds: Vec<String> = g.runs.iter().map(|r| r.summary.seed.to_string()).collect();
+            let epochs: Vec<usize> = g.runs.iter().map(|r| r.summary.epochs_done).collect();
+            let complete = g
+                .runs
+                .iter()
+                .all(|r| r.summary.epochs_done >= r.summary.epochs);
+            let epochs = format!(
+                "{}{}",
+                epochs.iter().min().copied().unwrap_or(0),
+                if complete {
+                    String::new()
+                } else {
+                    format!(" of {} (incomplete)", r0.summary.epochs)
+                }
+            );
+            let ips: Vec<f64> = g.runs.iter().map(|r| r.summary.images_per_s).collect();
+            let (ips, _) = mean_std(&ips);
+            let head = r0.headline();
+            for (i, entry) in r0.summary.students.iter().enumerate() {
+                let name = if i == head && r0.summary.students.len() > 1 {
+                    format!("**{entry}**")
+                } else {
+                    entry.clone()
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {name} | {} | {} | {} | {epochs} | {ips:.0} |",
+                    r0.cfg.method,
+                    r0.cfg.dataset,
+                    r0.cfg.arch_name(),
+                    settings.join(" "),
+                    seeds.join(", "),
+                    fmt_ms(&g.accs(i, true)),
+                    fmt_ms(&g.accs(i, false)),
+                );
+            }
+        }
+        s
+    }
+
+    /// The one numeric setting the groups differ in (besides method), if there is one.
+    pub fn swept(&self) -> Option<String> {
+        let keys: Vec<&String> = self
+            .varying
+            .iter()
+            .filter(|k| k.as_str() != "method")
+            .collect();
+        let [key] = keys.as_slice() else {
+            return None;
+        };
+        let numeric = self.groups.iter().all(|g| {
+            g.settings
+                .iter()
+                .find(|(k, _)| k == *key)
+                .is_none_or(|(_, v)| v.parse::<f64>().is_ok())
+        });
+        numeric.then(|| (*key).clone())
+    }
+
+    /// Writes the markdown to `md` (with a short header naming the runs) and the plots next
+    /// to it (`<stem>-curves.png`, `<stem>-sweep.png`); returns the paths written.
+    pub fn write(&self, md: &Path, title: &str) -> Result<Vec<PathBuf>> {
+        let dir = md.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let stem = md
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "report".into());
+        let mut written = vec![md.to_path_buf()];
+        let curves = dir.join(format!("{stem}-curves.png"));
+        self.curves_chart(title).write_png(&curves)?;
+        written.push(curves.clone());
+        let mut text = format!(
+            "# {title}\n\nGenerated by `cargo xtask report` from {} run(s). Best: the highest \
+             test accuracy over the epochs; last: after the final epoch; mean ± sample std over \
+             seeds. The headline entry of multi-entry runs is in bold.\n\n",
+            self.groups.iter().map(|g| g.runs.len()).sum::<usize>()
+        );
+        text.push_str(&self.markdown());
+        let _ = write!(
+            text,
+            "\n![test accuracy per epoch]({})\n",
+            curves.file_name().unwrap_or_default().to_string_lossy()
+        );
+        if let Some(chart) = self.sweep_chart(title) {
+            let sweep = dir.join(format!("{stem}-sweep.png"));
+            chart.write_png(&sweep)?;
+            let _ = write!(
+                text,
+                "\n![best accuracy against the swept setting]({})\n",
+                sweep.file_name().unwrap_or_default().to_string_lossy()
+            );
+            written.push(sweep);
+        }
+        text.push_str("\nRuns:\n\n");
+        for g in &self.groups {
+            for r in &g.runs {
+                let _ = writeln!(text, "- `{}`", r.dir.display());
+            }
+        }
+        std::fs::write(md, text).with_context(|| format!("writing {}", md.display()))?;
+        Ok(written)
+    }
+
+    /// Test accuracy per epoch of each group's headline entry, averaged over seeds.
+    pub fn curves_chart(&self, title: &str) -> Chart {
+        let mut chart = Chart {
+            title: format!("{title}: test accuracy"),
+            x_label: "epoch".into(),
+            y_label: "test accuracy (%)".into(),
+            ..Default::default()
+        };
+        for g in &self.groups {
+            let r0 = &g.runs[0];
+            let col = format!("test_acc_{}", r0.summary.students[r0.headline()]);
+            let curves: Vec<(Vec<f64>, Vec<f64>)> = g
+                .runs
+                .iter()
+                .filter_map(|r| {
+                    let m = r.metrics.as_ref()?;
+                    Some((m.epochs(), m.column(&col)?))
+                })
+                .collect();
+            let Some(len) = curves.iter().map(|c| c.1.len()).min() else {
+                continue;
+            };
+            let xs = curves[0].0[..len].to_vec();
+            let ys: Vec<f64> = (0..len)
+                .map(|i| curves.iter().map(|c| c.1[i]).sum::<f64>() / curves.len() as f64)
+                .collect();
+            chart.series.push(Series::new(g.label(), &xs, &ys));
+        }
+        chart
+    }
+
+    /// Best accuracy against the swept setting ([`Report::swept`]), one line per method.
+    pub fn sweep_chart(&self, title: &str) -> Option<Chart> {
+        let key = self.swept()?;
+        let mut by_method: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
+        let mut references = Vec::new();
+        for g in &self.groups {
+            let head = g.runs[0].headline();
+            let (m, s) = mean_std(&g.accs(head, true));
+            match g.settings.iter().find(|(k, _)| *k == key) {
+                Some((_, v)) => by_method.entry(g.cfg().method.clone()).or_default().push((
+                    v.parse().ok()?,
+                    m,
+                    s.unwrap_or(0.0),
+                )),
+                None => references.push((g.label(), m)),
+            }
+        }
+        let mut series = Vec::new();
+        let mut positive = true;
+        let mut xs_all = Vec::new();
+        for (method, mut pts) in by_method {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            positive &= pts.iter().all(|p| p.0 > 0.0);
+            xs_all.extend(pts.iter().map(|p| p.0));
+            series.push(Series {
+                label: method,
+                points: pts.iter().map(|p| (p.0, p.1)).collect(),
+                errors: Some(pts.iter().map(|p| p.2).collect()),
+            });
+        }
+        let (lo, hi) = xs_all
+            .iter()
+            .fold((f64::INFINITY, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        Some(Chart {
+            title: format!("{title}: best test accuracy against {key}"),
+            x_label: key,
+            y_label: "best test accuracy (%)".into(),
+            series,
+            references,
+            log_x: positive && hi / lo >= 20.0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::EpochAcc;
+
+    fn fake_run(root: &Path, method: &str, beta: Option<f64>, seed: u64, best: f64, last: f64) {
+        let mut cfg = TrainConfig::for_method(method).unwrap();
+        cfg.seed = seed;
+        cfg.dataset = "fashion-mnist".into();
+        if let Some(b) = beta {
+            cfg.loss["beta"] = serde_json::json!(b);
+        }
+        let dir = root.join(format!("{method}-{}-s{seed}", beta.unwrap_or(0.0)));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.ron"), cfg.to_ron()).unwrap();
+        let summary = Summary {
+            method: method.into(),
+            dataset: cfg.dataset.clone(),
+            arch: cfg.arch_name().into(),
+            seed,
+            students: vec!["net".into()],
+            epochs_done: 2,
+            epochs: 2,
+            best: EpochAcc {
+                epoch: 2,
+                test_acc: vec![best],
+            },
+            last: EpochAcc {
+                epoch: 2,
+                test_acc: vec![last],
+            },
+            images_per_s: 100.0,
+        };
+        std::fs::write(
+            dir.join("summary.json"),
+            serde_json::to_string(&summary).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("metrics.csv"),
+            format!(
+                "epoch,lr,loss,train_acc,test_acc_net,images_per_s,seconds\n1,0.1,1,50,{},100,1\n\
+                 2,0.1,1,60,{last},100,1\n",
+                best - 5.0
+            ),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn groups_by_everything_but_the_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_run(dir.path(), "ce", None, 1, 90.0, 89.0);
+        fake_run(dir.path(), "ce", None, 2, 92.0, 91.0);
+        fake_run(dir.path(), "scd", Some(10.0), 1, 93.0, 93.0);
+        fake_run(dir.path(), "scd", Some(1000.0), 1, 91.0, 90.5);
+        // An unfinished run is skipped, not fatal.
+        std::fs::create_dir_all(dir.path().join("broken")).unwrap();
+        std::fs::write(dir.path().join("broken/config.ron"), "(method: \"ce\")").unwrap();
+        let r = Report::from_paths(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(r.groups.len(), 3);
+        assert_eq!(r.varying, vec!["loss.beta", "method"]);
+        assert_eq!(r.swept().as_deref(), Some("loss.beta"));
+        let md = r.markdown();
+        // ce over seeds 1 and 2: best 91 ± 1.41 (sample std), last 90 ± 1.41.
+        assert!(
+            md.contains("| ce | fashion-mnist | resnet18 |  | net | 1, 2 | 91.00 ± 1.41 | 90.00 ± 1.41 | 2 | 100 |"),
+            "{md}"
+        );
+        assert!(md.contains("`loss.beta=10.0`"), "{md}");
+        assert!(md.contains("| 93.00 | 93.00 |"), "{md}");
+        let chart = r.sweep_chart("t").unwrap();
+        assert!(chart.log_x);
+        assert_eq!(chart.series[0].points, vec![(10.0, 93.0), (1000.0, 91.0)]);
+        assert_eq!(chart.references, vec![("ce".to_string(), 91.0)]);
+        let curves = r.curves_chart("t");
+        assert_eq!(curves.series[0].points, vec![(1.0, 86.0), (2.0, 90.0)]);
+        let md_path = dir.path().join("out/cmp.md");
+        let written = r.write(&md_path, "test").unwrap();
+        assert_eq!(written.len(), 3);
+        for p in written {
+            assert!(p.is_file(), "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn headline_entries() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(headline(&v(&["net"])), 0);
+        assert_eq!(headline(&v(&["exit1", "exit2", "exit3", "ensemble"])), 2);
+        assert_eq!(headline(&v(&["peer0", "peer1", "leader", "ensemble"])), 2);
+        assert_eq!(
+            headline(&v(&["student0", "student1", "ensemble", "fused"])),
+            0
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! `cargo xtask train`, killed with SIGKILL in the middle of an epoch and continued with
+//! `--resume`, ends with the same weights and optimizer state, byte for byte, as the same run
+//! left alone (real Fashion-MNIST subset from Debian's `dataset-fashion-mnist`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+fn train(out: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.args([
+        "train",
+        "ce",
+        "--dataset",
+        "fashion-mnist",
+        "--arch",
+        "resnet20",
+        "--epochs",
+        "3",
+        "--seed",
+        "5",
+        "--batch-size",
+        "64",
+        "--limit-train",
+        "1024",
+        "--set",
+        "data.limit_test=256",
+        "--set",
+        &format!("data.dir=\"{FMNIST}\""),
+        "--no-progress",
+        "--out",
+    ])
+    .arg(out)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    c
+}
+
+fn only_run(out: &Path) -> PathBuf {
+    let runs: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.ron").is_file())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs[0].clone()
+}
+
+fn epochs_done(run: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(run.join("checkpoints/last/state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["epochs_done"].as_u64()
+}
+
+#[test]
+fn sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let t = Instant::now();
+    assert!(train(&a).status().unwrap().success());
+    let run_a = only_run(&a);
+    let epoch_secs = t.elapsed().as_secs_f64() / 3.0;
+
+    let mut child = train(&b).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let run_b = loop {
+        assert!(Instant::now() < deadline, "no checkpoint after 10 minutes");
+        if let Ok(entries) = std::fs::read_dir(&b) {
+            let run = entries
+                .map(|e| e.unwrap().path())
+                .find(|p| epochs_done(p) == Some(1));
+            if let Some(run) = run {
+                break run;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Half an epoch later: in the middle of epoch 2.
+    std::thread::sleep(Duration::from_secs_f64(epoch_secs * 0.5));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended too soon"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(epochs_done(&run_b), Some(1), "killed after epoch 2 ended");
+
+    let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["train", "--no-progress", "--resume"])
+        .arg(&run_b)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(epochs_done(&run_b), Some(3));
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        let x = std::fs::read(run_a.join("checkpoints/last").join(f)).unwrap();
+        let y = std::fs::read(run_b.join("checkpoints/last").join(f)).unwrap();
+        assert!(x == y, "{f} differs after kill and resume");
+    }
+    // One metrics row per epoch, and the plots of the finished run.
+    let csv = std::fs::read_to_string(run_b.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    for f in ["loss.png", "accuracy.png", "summary.json"] {
+        assert!(run_b.join(f).is_file(), "{f}");
+    }
+}
