@@ -2,10 +2,12 @@
 
 mod bench;
 mod check;
+mod cuda;
 mod describe;
 mod eval;
 mod fetch;
 mod report;
+mod sweep;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,12 @@ enum Command {
     Eval(eval::Args),
     /// Compare runs: markdown table (mean ± std over seeds), curves, sweep plot.
     Report(report::Args),
+    /// Run a grid of runs (configs/sweeps/*.ron), skipping complete points; --slurm writes a
+    /// job-array script instead.
+    Sweep(sweep::Args),
+    /// Build the CUDA runner on a machine without a GPU and pack a relocatable folder
+    /// (binary, kernel headers, run.sh); see docs/cuda.md.
+    BundleCuda(cuda::BundleArgs),
 }
 
 fn main() {
@@ -50,6 +58,8 @@ fn main() {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Report(a) => report::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::BundleCuda(a) => cuda::bundle(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -43,7 +43,7 @@ pub struct Args {
     /// Train on the first N training images.
     #[arg(long)]
     limit_train: Option<usize>,
-    /// The folder that receives the run folder [default: <workspace>/runs].
+    /// The folder that receives the run folder [default: $KD_RUNS, else <workspace>/runs].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Stop after this many epochs (resume later with --resume).
@@ -54,10 +54,22 @@ pub struct Args {
     no_progress: bool,
 }
 
-/// `<workspace>/runs`.
+/// `$KD_RUNS`, else `<workspace>/runs`.
 pub fn runs_dir() -> PathBuf {
-    let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    xtask.parent().unwrap_or(xtask).join("runs")
+    std::env::var_os("KD_RUNS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            xtask.parent().unwrap_or(xtask).join("runs")
+        })
+}
+
+/// A CUDA run from a runner built without CUDA rebuilds with it (or says what is missing).
+fn ensure_device(device: &str) -> Result<()> {
+    if device == "cuda" && !kd_train::device::available().contains(&"cuda") {
+        crate::cuda::reexec_with_cuda()?;
+    }
+    Ok(())
 }
 
 /// How runs are carried out from the command line.
@@ -74,6 +86,7 @@ pub fn run_options(out: Option<PathBuf>, progress: bool, stop_after: Option<usiz
 pub fn run(args: Args) -> Result<()> {
     let opts = run_options(args.out.clone(), !args.no_progress, args.stop_after);
     if let Some(dir) = &args.resume {
+        ensure_device(&TrainConfig::load(&dir.join("config.ron"))?.device)?;
         let r = kd_train::resume(dir, &opts)?;
         println!("{}", r.run_dir.display());
         return Ok(());
@@ -115,6 +128,7 @@ pub fn run(args: Args) -> Result<()> {
         cfg.data.limit_train = Some(n);
     }
     let cfg = cfg.with_overrides(&args.sets)?;
+    ensure_device(&cfg.device)?;
     let r = kd_train::train(cfg, &opts)?;
     println!("{}", r.run_dir.display());
     Ok(())

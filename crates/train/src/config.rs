@@ -81,7 +81,7 @@ pub struct TrainConfig {
     pub data: DataConfig,
     /// Seeds the model initialisation and the data loader.
     pub seed: u64,
-    /// `cpu` (the only device this build trains on).
+    /// `cpu`, or `cuda` (builds with the `cuda` feature).
     pub device: String,
 }
 
@@ -243,8 +243,8 @@ impl TrainConfig {
         if self.batch_size == 0 || self.eval_batch_size == 0 {
             bail!("batch_size and eval_batch_size must be at least 1");
         }
-        if self.device != "cpu" {
-            bail!("unknown device `{}`; valid devices: cpu", self.device);
+        if !matches!(self.device.as_str(), "cpu" | "cuda") {
+            bail!("{}", crate::device::unavailable(&self.device));
         }
         Ok(self)
     }

@@ -9,6 +9,7 @@
 //! - [`interrupt`]: Ctrl-C writes a mid-epoch checkpoint and stops.
 //! - [`run`]: run folders, the epoch loop, evaluation, checkpoints, resume ([`train`],
 //!   [`resume`], [`evaluate_run`]).
+//! - [`sweep`]: grids of runs that skip complete points and resume interrupted ones.
 //! - [`metrics`], [`plot`], [`report`]: a run's `metrics.csv` read back, its PNG curves, and
 //!   the comparison of several runs (mean ± std over seeds, curves, sweeps).
 //!
@@ -28,6 +29,7 @@
 //! ```
 
 pub mod config;
+pub mod device;
 pub mod interrupt;
 pub mod metrics;
 pub mod optim;
@@ -36,13 +38,14 @@ pub mod recipe;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod sweep;
 
 pub use config::{DataConfig, TrainConfig};
 pub use optim::{Sgd, SgdConfig};
 pub use recipe::{Batching, Family, Recipe, Structure};
 pub use report::Report;
 pub use run::{
-    evaluate_run, resume, train, CheckpointState, EpochAcc, PartialEpoch, RunOptions, RunResult,
-    Summary,
+    evaluate_run, resume, train, train_at, CheckpointState, EpochAcc, PartialEpoch, RunOptions,
+    RunResult, Summary,
 };
 pub use schedule::{Schedule, ScheduleKind};

@@ -37,6 +37,8 @@ pub struct Chart {
     pub references: Vec<(String, f64)>,
     /// Plot x as log10 (ticks still show the values).
     pub log_x: bool,
+    /// Legend in the upper right corner (falling curves) instead of the lower right.
+    pub legend_upper: bool,
 }
 
 fn register_font() {
@@ -142,7 +144,11 @@ impl Chart {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(if self.legend_upper {
+                SeriesLabelPosition::UpperRight
+            } else {
+                SeriesLabelPosition::LowerRight
+            })
             .label_font(("sans-serif", 14))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
@@ -166,6 +172,7 @@ pub fn run_plots(run_dir: &Path) -> Result<()> {
         title: format!("{name}: training loss"),
         x_label: "epoch".into(),
         y_label: "mean loss per batch".into(),
+        legend_upper: true,
         ..Default::default()
     };
     if let Some(total) = m.column("loss") {

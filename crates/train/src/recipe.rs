@@ -28,9 +28,13 @@ impl Family {
     }
 
     /// Default step-schedule milestones for a run of `epochs` epochs: after 50% and 75% of
-    /// them (the protocol's 100/150 of 200 and 150/225 of 300; 7/11 of 15).
+    /// them (the protocol's 100/150 of 200 and 150/225 of 300; 7/11 of 15; none for a
+    /// 1-epoch run).
     pub fn milestones(epochs: usize) -> Vec<usize> {
-        vec![epochs / 2, epochs * 3 / 4]
+        [epochs / 2, epochs * 3 / 4]
+            .into_iter()
+            .filter(|&m| m > 0)
+            .collect()
     }
 
     /// Default architecture.
@@ -186,6 +190,7 @@ mod tests {
         assert_eq!(r.family.epochs(), 300);
         assert_eq!(Family::milestones(300), vec![150, 225]);
         assert_eq!(Family::milestones(15), vec![7, 11]);
+        assert_eq!(Family::milestones(1), Vec::<usize>::new());
         assert_eq!(r.family.arch(), "resnet32");
         assert_eq!(
             Recipe::of("cskd").unwrap().batching.sampler(1),

@@ -464,6 +464,7 @@ impl Report {
             series,
             references,
             log_x: positive && hi / lo >= 20.0,
+            legend_upper: false,
         })
     }
 }

@@ -25,13 +25,14 @@
 //! same weights as an uninterrupted one.
 
 use crate::config::TrainConfig;
+use crate::device::TrainDevice;
 use crate::optim::Sgd;
 use crate::recipe::{Batching, Recipe, Structure};
 use anyhow::{anyhow, bail, Context, Result};
 use dfdx::nn::NumParams;
 use dfdx::nn::{LoadFromSafetensors, SaveToSafetensors, ZeroGrads};
 use dfdx::prelude::*;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kd_data::fetch::{fetch, fetch_hint, FetchOptions};
 use kd_data::{
     load, Augment, Batch, DatasetName, ImageSet, LoadOptions, Loader, LoaderConfig, Normalize,
@@ -49,9 +50,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-type Dev = Cpu;
-type Tp = OwnedTape<f32, Dev>;
-type Net = Network<Dev>;
+/// The training tape on device `D`.
+type Tp<D> = OwnedTape<f32, D>;
 
 /// Where and how a run is carried out (not part of the config: it does not change results).
 #[derive(Debug, Clone)]
@@ -206,10 +206,23 @@ pub fn train(cfg: TrainConfig, opts: &RunOptions) -> Result<RunResult> {
         n += 1;
         run_dir = opts.runs_dir.join(format!("{base}-{n}"));
     }
+    train_at(cfg, &run_dir, opts)
+}
+
+/// Starts a new run of `cfg` in the folder `run_dir` (which must not hold a run yet).
+pub fn train_at(cfg: TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<RunResult> {
+    let cfg = cfg.resolve()?;
+    check_teacher_given(&cfg)?;
+    if run_dir.join("config.ron").exists() {
+        bail!(
+            "{} already holds a run (continue it with --resume)",
+            run_dir.display()
+        );
+    }
     std::fs::create_dir_all(run_dir.join("checkpoints"))
         .with_context(|| format!("creating {}", run_dir.display()))?;
     std::fs::write(run_dir.join("config.ron"), cfg.to_ron())?;
-    launch(cfg, run_dir, opts, Begin::default())
+    launch(cfg, run_dir.to_path_buf(), opts, Begin::default())
 }
 
 /// Continues the run in `run_dir` from its last epoch-end checkpoint (from the start when it
@@ -329,24 +342,32 @@ fn load_data(cfg: &TrainConfig, opts: &RunOptions) -> Result<(ImageSet, ImageSet
 }
 
 /// What the trainer needs of a model beyond [`Model`]: KDCL's per-network views.
-trait Trainable: Model<Dev> {
+trait Trainable<D: TrainDevice>: Model<D> {
     /// Forwards `views[k]` through student `k` (KDCL, `METHODS.md` "kdcl": each student sees
     /// its own augmentation). Only independent networks can.
-    fn forward_views(&mut self, views: Vec<Map4<Dev, Tp>>, mode: Mode) -> Result<Outputs<Dev, Tp>> {
+    fn forward_views(
+        &mut self,
+        views: Vec<Map4<D, Tp<D>>>,
+        mode: Mode,
+    ) -> Result<Outputs<D, Tp<D>>> {
         let _ = (views, mode);
         bail!("this model cannot take one view per student")
     }
 }
 
-impl Trainable for Net {}
-impl Trainable for Byot<Dev> {}
-impl Trainable for One<Dev> {}
-impl Trainable for Okddip<Dev> {}
-impl Trainable for Ffl<Dev> {}
-impl Trainable for Mfef<Dev> {}
+impl<D: TrainDevice> Trainable<D> for Network<D> {}
+impl<D: TrainDevice> Trainable<D> for Byot<D> {}
+impl<D: TrainDevice> Trainable<D> for One<D> {}
+impl<D: TrainDevice> Trainable<D> for Okddip<D> {}
+impl<D: TrainDevice> Trainable<D> for Ffl<D> {}
+impl<D: TrainDevice> Trainable<D> for Mfef<D> {}
 
-impl Trainable for Networks<Dev> {
-    fn forward_views(&mut self, views: Vec<Map4<Dev, Tp>>, mode: Mode) -> Result<Outputs<Dev, Tp>> {
+impl<D: TrainDevice> Trainable<D> for Networks<D> {
+    fn forward_views(
+        &mut self,
+        views: Vec<Map4<D, Tp<D>>>,
+        mode: Mode,
+    ) -> Result<Outputs<D, Tp<D>>> {
         if views.len() != self.items.len() {
             bail!("{} views for {} networks", views.len(), self.items.len());
         }
@@ -378,15 +399,36 @@ struct Setup {
     size: usize,
 }
 
-/// Loads the data, builds the method's model ([`Recipe::structure`]) and runs it.
+/// Creates the device of `cfg.device`, then runs on it ([`launch_on`]).
 fn launch(
     cfg: TrainConfig,
     run_dir: PathBuf,
     opts: &RunOptions,
     begin: Begin,
 ) -> Result<RunResult> {
+    match cfg.device.as_str() {
+        "cpu" => launch_on(Cpu::create(cfg.seed)?, cfg, run_dir, opts, begin),
+        #[cfg(feature = "cuda")]
+        "cuda" => launch_on(
+            dfdx::prelude::Cuda::create(cfg.seed)?,
+            cfg,
+            run_dir,
+            opts,
+            begin,
+        ),
+        other => bail!("{}", crate::device::unavailable(other)),
+    }
+}
+
+/// Loads the data, builds the method's model ([`Recipe::structure`]) on `dev` and runs it.
+fn launch_on<D: TrainDevice>(
+    dev: D,
+    cfg: TrainConfig,
+    run_dir: PathBuf,
+    opts: &RunOptions,
+    begin: Begin,
+) -> Result<RunResult> {
     let setup = Setup::new(cfg, run_dir, opts)?;
-    let dev = kd_models::dfdx_cpu(setup.cfg.seed);
     let arch = setup.cfg.arch_name().to_string();
     let cfg = NetConfig::new(setup.classes, setup.channels);
     let me = |e: kd_models::ModelError| anyhow!("{e}");
@@ -423,27 +465,29 @@ fn launch(
 }
 
 /// The training and evaluation state of a run.
-struct Trainer<M> {
+struct Trainer<M, D: TrainDevice> {
     cfg: TrainConfig,
     recipe: Recipe,
     method: Method,
     run_dir: PathBuf,
     opts: RunOptions,
     log: RunLog,
-    dev: Dev,
+    dev: D,
     model: M,
     opt: Sgd<M>,
     train: Loader,
     test: Loader,
     state: CheckpointState,
     /// The trained teacher (kd, at, sp), evaluated on every training batch.
-    teacher: Option<Net>,
+    teacher: Option<Network<D>>,
     students: Vec<String>,
     best_epoch_acc: Option<EpochAcc>,
     last_epoch_acc: Option<EpochAcc>,
     /// Only evaluate checkpoint `checkpoint_name`.
     eval_only: bool,
     checkpoint_name: String,
+    /// The epoch bar and the batch bars under it.
+    bars: MultiProgress,
 }
 
 impl Setup {
@@ -518,8 +562,8 @@ impl Setup {
     }
 }
 
-impl<M: Trainable> Trainer<M> {
-    fn start(setup: Setup, dev: Dev, mut model: M, begin: Begin) -> Result<Self> {
+impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
+    fn start(setup: Setup, dev: D, mut model: M, begin: Begin) -> Result<Self> {
         let Setup {
             cfg,
             recipe,
@@ -606,6 +650,7 @@ impl<M: Trainable> Trainer<M> {
             last_epoch_acc,
             eval_only,
             checkpoint_name: begin.checkpoint,
+            bars: MultiProgress::new(),
             cfg,
         })
     }
@@ -658,6 +703,9 @@ impl<M: Trainable> Trainer<M> {
         let mut images = 0usize;
         let mut seconds = 0f64;
         let mut ran = 0;
+        let epoch_bar = self.bar(epochs as u64, "epochs");
+        epoch_bar.set_position(self.state.epochs_done as u64);
+        epoch_bar.reset_eta();
         while self.state.epochs_done < epochs {
             // Between epochs: a Ctrl-C during the last step or the evaluation.
             if ran > 0
@@ -686,7 +734,13 @@ impl<M: Trainable> Trainer<M> {
             images += n;
             seconds += s;
             ran += 1;
+            epoch_bar.inc(1);
+            epoch_bar.set_message(format!(
+                "best test acc {:.2}% (epoch {})",
+                self.state.best_acc, self.state.best_epoch
+            ));
         }
+        epoch_bar.finish_and_clear();
         let summary = Summary {
             method: self.cfg.method.clone(),
             dataset: self.cfg.dataset.clone(),
@@ -803,7 +857,11 @@ impl<M: Trainable> Trainer<M> {
                 .map_err(|e| anyhow!("optimizer: {e:?}"))?;
             self.model.zero_grads(&mut g);
             grads = Some(g);
-            bar.set_message(format!("loss {total:.4}"));
+            bar.set_message(format!(
+                "loss {total:.4}, train acc {:.1}%, {:.0} images/s",
+                100.0 * correct as f64 / seen.max(1) as f64,
+                images_here as f64 / t0.elapsed().as_secs_f64().max(1e-9)
+            ));
             bar.inc(1);
             let last_step = step + 1 == batches;
             if !last_step
@@ -895,14 +953,15 @@ impl<M: Trainable> Trainer<M> {
         Ok(Some((images_here, train_secs)))
     }
 
+    /// A progress bar under the run's others (hidden without a terminal or with progress off).
     fn bar(&self, len: u64, prefix: &str) -> ProgressBar {
         if !self.opts.progress || !std::io::stderr().is_terminal() {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::new(len);
+        let bar = self.bars.add(ProgressBar::new(len));
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
+                "{prefix:>12} [{elapsed_precise}] {bar:30} {pos}/{len} (eta {eta}) {msg}",
             )
             .expect("a valid template"),
         );
@@ -915,8 +974,8 @@ impl<M: Trainable> Trainer<M> {
     fn forward(
         &mut self,
         batch: &Batch,
-        grads: Gradients<f32, Dev>,
-    ) -> Result<(LossInputs<Dev, Tp>, usize)> {
+        grads: Gradients<f32, D>,
+    ) -> Result<(LossInputs<D, Tp<D>>, usize)> {
         let (rows, c, h, w) = batch.shape();
         let b = batch.anchors;
         let labels: Vec<usize> = batch.labels[..b].iter().map(|&y| y as usize).collect();
@@ -976,7 +1035,7 @@ impl<M: Trainable> Trainer<M> {
                             batch.images[v * b * per..(v + 1) * b * per].to_vec(),
                             (b, c, h, w),
                         );
-                        x.put_tape(Tp::default())
+                        x.put_tape(Tp::<D>::default())
                     })
                     .collect::<Vec<_>>();
                 let mut views = views;
@@ -1007,7 +1066,7 @@ impl<M: Trainable> Trainer<M> {
         for batch in self.test.epoch(0) {
             let (rows, c, h, w) = batch.shape();
             let x = self.dev.tensor_from_vec(batch.images, (rows, c, h, w));
-            let out: Outputs<Dev> = Model::forward_eval(&self.model, x);
+            let out: Outputs<D> = Model::forward_eval(&self.model, x);
             let labels: Vec<usize> = batch.labels.iter().map(|&y| y as usize).collect();
             let k = out.logits.first().map_or(1, |z| z.shape().1);
             let mut rows_of: Vec<Vec<f32>> = out.logits.iter().map(|z| z.as_vec()).collect();
@@ -1137,13 +1196,13 @@ fn check_teacher_given(cfg: &TrainConfig) -> Result<()> {
 /// The teacher network of a kd/at/sp run: the architecture of the run in `cfg.teacher`, with
 /// its best checkpoint (its last when it has no best). Built after the student, so the student
 /// starts from the same weights as a CE run with the same seed.
-fn load_teacher(
+fn load_teacher<D: TrainDevice>(
     cfg: &TrainConfig,
-    dev: &Dev,
+    dev: &D,
     classes: usize,
     channels: usize,
     log: &mut RunLog,
-) -> Result<Option<Net>> {
+) -> Result<Option<Network<D>>> {
     let Some(dir) = &cfg.teacher else {
         return Ok(None);
     };
@@ -1237,7 +1296,7 @@ fn entry_names(structure: Structure, n: usize) -> Vec<String> {
 }
 
 /// A forward's outputs as loss inputs (every field, so that every tape reaches the total).
-fn into_inputs(labels: Vec<usize>, out: Outputs<Dev, Tp>) -> LossInputs<Dev, Tp> {
+fn into_inputs<D: TrainDevice>(labels: Vec<usize>, out: Outputs<D, Tp<D>>) -> LossInputs<D, Tp<D>> {
     let mut inputs = LossInputs::new(labels, out.logits);
     inputs.features = out.features;
     inputs.embeddings = out.embeddings;
@@ -1248,14 +1307,14 @@ fn into_inputs(labels: Vec<usize>, out: Outputs<Dev, Tp>) -> LossInputs<Dev, Tp>
 }
 
 /// A `[rows, cols]` tensor on the training tape.
-type TapedMat = Tensor<(usize, usize), f32, Dev, Tp>;
+type TapedMat<D> = Tensor<(usize, usize), f32, D, Tp<D>>;
 
 /// Rows `0..b` and `b..` of `x`; the first part keeps `x`'s tape.
-fn split_rows(x: TapedMat, b: usize) -> (TapedMat, TapedMat) {
+fn split_rows<D: TrainDevice>(x: TapedMat<D>, b: usize) -> (TapedMat<D>, TapedMat<D>) {
     let n = x.shape().0;
     let (x, tape) = x.split_tape();
     let first = x.clone().put_tape(tape).slice((0..b, ..));
-    let second = x.put_tape(Tp::default()).slice((b..n, ..));
+    let second = x.put_tape(Tp::<D>::default()).slice((b..n, ..));
     (first, second)
 }
 

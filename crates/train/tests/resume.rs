@@ -452,6 +452,9 @@ fn shipped_configs_load_and_resolve() {
         "okddip.ron",
         "ffl.ron",
         "mfef.ron",
+        "kd.ron",
+        "at.ron",
+        "sp.ron",
         "quickstart/fashion-mnist-scd.ron",
     ] {
         let cfg = TrainConfig::load(&root.join(path))
@@ -464,5 +467,5 @@ fn shipped_configs_load_and_resolve() {
         }
         seen += 1;
     }
-    assert_eq!(seen, 13);
+    assert_eq!(seen, 16);
 }

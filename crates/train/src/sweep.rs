@@ -1,0 +1,291 @@
+//! Sweeps (`cargo xtask sweep <grid.ron>`): a grid over methods, datasets, architectures,
+//! swept settings and seeds, expanded into points, each a run in a folder named after the
+//! point (`<method>-<dataset>-<arch>[-<key>=<value>...]-s<seed>`) so that running the sweep
+//! again skips complete points and resumes interrupted ones ([`run_point`]).
+//!
+//! A grid file (`configs/sweeps/*.ron`):
+//! ```ron
+//! (
+//!     base: Some("../quickstart/fashion-mnist-scd.ron"), // relative to the grid file
+//!     methods: ["ce", "scd"],
+//!     archs: ["resnet20"],
+//!     seeds: [1, 2],
+//!     sets: ["epochs=3"],                                // every point
+//!     grid: {"loss.beta": ["10", "100"], "loss.target": ["next", "deepest"]},
+//! )
+//! ```
+//! A swept key a method does not have (`loss.beta` for `ce`) is left out for that method, so
+//! `ce` above is one point per seed.
+
+use crate::config::TrainConfig;
+use crate::run::{resume, train_at, RunOptions, RunResult, Summary};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A sweep's grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    /// A base config file, relative to the grid file (default: each method's defaults).
+    #[serde(default)]
+    pub base: Option<PathBuf>,
+    pub methods: Vec<String>,
+    /// Default: the base's.
+    #[serde(default)]
+    pub datasets: Vec<String>,
+    /// Default: the base's (or the method's).
+    #[serde(default)]
+    pub archs: Vec<String>,
+    /// Default: the base's.
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+    /// `key=value` settings applied to every point, before the swept ones.
+    #[serde(default)]
+    pub sets: Vec<String>,
+    /// Swept settings: dotted key → values (each written as for `--set`).
+    #[serde(default)]
+    pub grid: BTreeMap<String, Vec<String>>,
+}
+
+/// One run of a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The run folder's name.
+    pub name: String,
+    /// The swept settings of this point (key, value).
+    pub swept: Vec<(String, String)>,
+    pub cfg: TrainConfig,
+}
+
+/// What [`run_point`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The folder held a complete run.
+    Skipped(Summary),
+    /// Trained (from scratch or resumed).
+    Ran(Summary),
+}
+
+fn ron_options() -> ron::Options {
+    ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+}
+
+/// `value` as it goes into a folder name.
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Grid {
+    /// Reads a grid file; errors name the file, line and column.
+    pub fn load(path: &Path) -> Result<(Self, PathBuf)> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let grid: Grid = ron_options().from_str(&text).map_err(|e| {
+            anyhow!(
+                "{}:{}:{}: {}",
+                path.display(),
+                e.position.line,
+                e.position.col,
+                e.code
+            )
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok((grid, dir))
+    }
+
+    /// Every point, in order: methods, datasets, architectures, swept values, seeds. `dir` is
+    /// where relative `base` paths start.
+    pub fn points(&self, dir: &Path) -> Result<Vec<Point>> {
+        if self.methods.is_empty() {
+            bail!("grid: `methods` is empty");
+        }
+        let base = match &self.base {
+            Some(b) => Some(TrainConfig::load(&dir.join(b)).context("grid: base")?),
+            None => None,
+        };
+        let mut points: Vec<Point> = Vec::new();
+        let combos = self.combos();
+        for method in &self.methods {
+            let mut cfg = match &base {
+                Some(b) => b.clone(),
+                None => TrainConfig::default(),
+            };
+            if cfg.method != *method {
+                // The base's loss parameters belong to its own method.
+                cfg.loss = serde_json::Value::Object(Default::default());
+                cfg.method = method.clone();
+            }
+            let cfg = cfg
+                .with_overrides(&self.sets)
+                .with_context(|| format!("grid: method {method}"))?;
+            let datasets = or_one(&self.datasets, cfg.dataset.clone());
+            let archs = or_one(&self.archs, cfg.arch_name().to_string());
+            let seeds = or_one(&self.seeds, cfg.seed.to_string());
+            for dataset in &datasets {
+                for arch in &archs {
+                    for combo in &combos {
+                        for seed in &seeds {
+                            let mut c = cfg.clone().with_overrides(&[
+                                format!("dataset={dataset}"),
+                                format!("arch={arch}"),
+                                format!("seed={seed}"),
+                            ])?;
+                            let mut swept = Vec::new();
+                            for (k, v) in combo {
+                                match c.clone().with_overrides(&[format!("{k}={v}")]) {
+                                    Ok(next) => {
+                                        c = next;
+                                        swept.push((k.clone(), v.clone()));
+                                    }
+                                    // A key this method does not have: not swept for it.
+                                    Err(e) if e.to_string().contains("unknown key") => {}
+                                    Err(e) => {
+                                        return Err(e.context(format!("grid: {method} {k}={v}")))
+                                    }
+                                }
+                            }
+                            let mut name = format!("{method}-{}-{}", c.dataset, c.arch_name());
+                            for (k, v) in &swept {
+                                let short = k.rsplit('.').next().unwrap_or(k);
+                                name.push_str(&format!("-{}={}", slug(short), slug(v)));
+                            }
+                            name.push_str(&format!("-s{}", c.seed));
+                            if !points.iter().any(|p| p.name == name) {
+                                points.push(Point {
+                                    name,
+                                    swept,
+                                    cfg: c,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for key in self.grid.keys() {
+            if !points.iter().any(|p| p.swept.iter().any(|(k, _)| k == key)) {
+                bail!(
+                    "grid: `{key}` is a setting of none of the methods {:?}",
+                    self.methods
+                );
+            }
+        }
+        Ok(points)
+    }
+
+    /// The cartesian product of the swept values (one empty combination when nothing is
+    /// swept).
+    fn combos(&self) -> Vec<Vec<(String, String)>> {
+        let mut out: Vec<Vec<(String, String)>> = vec![Vec::new()];
+        for (k, values) in &self.grid {
+            out = out
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push((k.clone(), v.clone()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        out
+    }
+}
+
+/// `v` as strings, or `[default]` when empty.
+fn or_one<T: ToString>(v: &[T], default: String) -> Vec<String> {
+    if v.is_empty() {
+        vec![default]
+    } else {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+}
+
+/// Runs `point` in `<out>/<name>`: skips a complete run, resumes a started one (its
+/// `config.ron` must match the point's), starts a new one otherwise.
+pub fn run_point(point: &Point, out: &Path, opts: &RunOptions) -> Result<Outcome> {
+    let dir = out.join(&point.name);
+    let cfg_path = dir.join("config.ron");
+    if !cfg_path.is_file() {
+        let RunResult { summary, .. } = train_at(point.cfg.clone(), &dir, opts)?;
+        return Ok(Outcome::Ran(summary));
+    }
+    let existing = TrainConfig::load(&cfg_path)?.resolve()?;
+    if existing.to_ron() != point.cfg.to_ron() {
+        bail!(
+            "{} holds a run with another config than the grid's point `{}` (the grid changed?); \
+             move it away or restore the grid",
+            dir.display(),
+            point.name
+        );
+    }
+    if let Ok(text) = std::fs::read_to_string(dir.join("summary.json")) {
+        if let Ok(s) = serde_json::from_str::<Summary>(&text) {
+            if s.epochs_done >= s.epochs {
+                return Ok(Outcome::Skipped(s));
+            }
+        }
+    }
+    Ok(Outcome::Ran(resume(&dir, opts)?.summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_the_grid_and_drops_keys_a_method_lacks() {
+        let g: Grid = ron_options()
+            .from_str(
+                r#"(methods: ["ce", "scd"], datasets: ["fashion-mnist"], archs: ["resnet20"],
+                    seeds: [1, 2], sets: ["epochs=3"],
+                    grid: {"loss.beta": ["10", "300"], "loss.target": ["next", "deepest"]})"#,
+            )
+            .unwrap();
+        let p = g.points(Path::new(".")).unwrap();
+        let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(p.len(), 2 + 2 * 2 * 2, "{names:?}");
+        assert_eq!(names[0], "ce-fashion-mnist-resnet20-s1");
+        assert_eq!(names[1], "ce-fashion-mnist-resnet20-s2");
+        assert_eq!(
+            names[2],
+            "scd-fashion-mnist-resnet20-beta=10-target=next-s1"
+        );
+        let last = p.last().unwrap();
+        assert_eq!(last.cfg.loss["beta"], 300.0);
+        assert_eq!(last.cfg.loss["target"], "deepest");
+        assert_eq!(last.cfg.epochs, Some(3));
+        assert_eq!(last.cfg.seed, 2);
+        // A bad value is an error naming the point; a key no method has is an error too.
+        let bad: Grid = ron_options()
+            .from_str(r#"(methods: ["scd"], grid: {"loss.target": ["sideways"]})"#)
+            .unwrap();
+        let e = format!("{:#}", bad.points(Path::new(".")).unwrap_err());
+        assert!(e.contains("scd loss.target=sideways"), "{e}");
+        let typo: Grid = ron_options()
+            .from_str(r#"(methods: ["ce", "scd"], grid: {"loss.betta": ["1"]})"#)
+            .unwrap();
+        let e = typo.points(Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("loss.betta"), "{e}");
+    }
+
+    #[test]
+    fn grid_errors_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("g.ron");
+        std::fs::write(&f, "(\n  methods: [\"ce\"],\n  sedes: [1],\n)").unwrap();
+        let e = Grid::load(&f).unwrap_err().to_string();
+        assert!(e.contains("g.ron:3:") && e.contains("sedes"), "{e}");
+    }
+}
