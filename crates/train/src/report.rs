@@ -279,9 +279,9 @@ impl Report {
         let _ = writeln!(
             s,
             "| method | dataset | arch | settings | entry | seeds | best test acc (%) | last test \
-             acc (%) | epochs | images/s |"
+             acc (%) | epochs | images/s | minutes |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
         for g in &self.groups {
             let r0 = &g.runs[0];
             let settings: Vec<String> = g
@@ -306,6 +306,8 @@ impl Report {
             );
             let ips: Vec<f64> = g.runs.iter().map(|r| r.summary.images_per_s).collect();
             let (ips, _) = mean_std(&ips);
+            let mins: Vec<f64> = g.runs.iter().map(|r| r.summary.seconds / 60.0).collect();
+            let (mins, _) = mean_std(&mins);
             let head = r0.headline();
             for (i, entry) in r0.summary.students.iter().enumerate() {
                 let name = if i == head && r0.summary.students.len() > 1 {
@@ -315,7 +317,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {name} | {} | {} | {} | {epochs} | {ips:.0} |",
+                    "| {} | {} | {} | {} | {name} | {} | {} | {} | {epochs} | {ips:.0} | {mins:.1} |",
                     r0.cfg.method,
                     r0.cfg.dataset,
                     r0.cfg.arch_name(),
@@ -501,6 +503,7 @@ mod tests {
                 test_acc: vec![last],
             },
             images_per_s: 100.0,
+            seconds: 120.0,
         };
         std::fs::write(
             dir.join("summary.json"),
@@ -535,7 +538,7 @@ mod tests {
         let md = r.markdown();
         // ce over seeds 1 and 2: best 91 ± 1.41 (sample std), last 90 ± 1.41.
         assert!(
-            md.contains("| ce | fashion-mnist | resnet18 |  | net | 1, 2 | 91.00 ± 1.41 | 90.00 ± 1.41 | 2 | 100 |"),
+            md.contains("| ce | fashion-mnist | resnet18 |  | net | 1, 2 | 91.00 ± 1.41 | 90.00 ± 1.41 | 2 | 100 | 2.0 |"),
             "{md}"
         );
         assert!(md.contains("`loss.beta=10.0`"), "{md}");

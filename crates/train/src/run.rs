@@ -145,8 +145,11 @@ pub struct Summary {
     pub epochs: usize,
     pub best: EpochAcc,
     pub last: EpochAcc,
-    /// Mean training throughput over this invocation's epochs.
+    /// Mean training throughput (images/s) over the run's epochs.
     pub images_per_s: f64,
+    /// Wall time of the run's epochs (training and evaluation), summed over invocations.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// The result of [`train`] / [`resume`].
@@ -686,6 +689,7 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
             best: last.clone(),
             last,
             images_per_s: 0.0,
+            seconds: 0.0,
         };
         std::fs::write(
             self.run_dir
@@ -762,7 +766,21 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
             } else {
                 0.0
             },
+            seconds: 0.0,
         };
+        // Over every epoch of the run, not only this invocation's.
+        let mut summary = summary;
+        if let Ok(m) = crate::metrics::Metrics::load(&self.run_dir) {
+            if let (Some(ips), Some(secs)) = (m.column("images_per_s"), m.column("seconds")) {
+                if !ips.is_empty() {
+                    summary.images_per_s = ips.iter().sum::<f64>() / ips.len() as f64;
+                    summary.seconds = secs.iter().sum();
+                }
+            }
+            if let Err(e) = crate::plot::run_plots(&self.run_dir) {
+                self.log.error(&format!("plots not drawn: {e:#}"));
+            }
+        }
         std::fs::write(
             self.run_dir.join("summary.json"),
             serde_json::to_string_pretty(&summary)?,
