@@ -54,7 +54,7 @@ fn missing_toolkit(root: &Path, need_smi: bool) -> Vec<String> {
     missing
 }
 
-const SETUP_HINT: &str = "a CUDA toolkit can be assembled from PyPI wheels with `bash \
+const SETUP_HINT: &str = "A CUDA toolkit can be assembled from PyPI wheels with `bash \
                           ../shared/gpu/setup-cuda-toolchain.sh && source \
                           ~/.cache/kd-cuda13/env.sh`";
 
