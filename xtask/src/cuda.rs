@@ -19,12 +19,14 @@ fn workspace() -> PathBuf {
 }
 
 /// The CUDA toolkit root: `$CUDA_ROOT`, `$CUDA_PATH`, else `/usr/local/cuda`.
+/// Made absolute: dfdx bakes `<root>/include` into the binary, and the bundle recreates it.
 fn cuda_root(given: Option<&Path>) -> PathBuf {
-    given
+    let root = given
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("CUDA_ROOT").map(PathBuf::from))
         .or_else(|| std::env::var_os("CUDA_PATH").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/usr/local/cuda"))
+        .unwrap_or_else(|| PathBuf::from("/usr/local/cuda"));
+    std::path::absolute(&root).unwrap_or(root)
 }
 
 fn on_path(exe: &str) -> bool {
@@ -81,6 +83,7 @@ pub fn reexec_with_cuda() -> Result<()> {
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(workspace())
         .env("CUDA_ROOT", &root)
+        .env("CUDA_PATH", &root)
         .args(["run", "--release", "-p", "xtask", "--features", "cuda"])
         .arg("--target-dir")
         .arg(&target)
@@ -199,8 +202,8 @@ pub fn bundle(args: BundleArgs) -> Result<()> {
     let build_prefix = format!("{}/release/build/dfdx-", target.display());
     let out_dirs: Vec<String> = baked_paths(&bytes, &build_prefix)
         .into_iter()
-        .map(|p| match p.find("/out") {
-            Some(i) => p[..i + 4].to_string(),
+        .map(|p| match p[build_prefix.len()..].find("/out") {
+            Some(i) => p[..build_prefix.len() + i + 4].to_string(),
             None => p,
         })
         .collect::<std::collections::BTreeSet<_>>()
@@ -212,12 +215,13 @@ pub fn bundle(args: BundleArgs) -> Result<()> {
     };
     // Baked strings can sit back to back, so the include folder is looked up as a whole.
     let wanted = format!("{}/include", root.display());
-    let includes: Vec<String> = bytes
-        .windows(wanted.len())
-        .any(|w| w == wanted.as_bytes())
-        .then_some(wanted)
-        .into_iter()
-        .collect();
+    if !bytes.windows(wanted.len()).any(|w| w == wanted.as_bytes()) {
+        bail!(
+            "the CUDA binary does not name {wanted}, where dfdx's run-time kernel compiler looks \
+             for CUDA headers: the bundle could not restore it (did dfdx's build change?)"
+        );
+    }
+    let include = wanted;
     // 4. The bundle.
     let out = &args.out;
     std::fs::create_dir_all(out.join("bin"))?;
@@ -257,7 +261,6 @@ pub fn bundle(args: BundleArgs) -> Result<()> {
             }
         }
     }
-    let include = includes.first().cloned().unwrap_or_default();
     std::fs::write(out.join("run.sh"), run_script(out_dir, &include))?;
     set_executable(&out.join("run.sh"))?;
     std::fs::write(

@@ -109,6 +109,16 @@ pub fn run(args: Args) -> Result<()> {
 /// binary (so the cluster needs no Rust toolchain; build it, or a CUDA bundle, first).
 fn slurm_script(args: &Args, out: &Path, n: usize) -> Result<String> {
     let exe = std::env::current_exe().context("finding this binary")?;
+    // Inside a CUDA bundle (`bin/xtask` next to `run.sh`), tasks go through `run.sh`, which
+    // restores the paths the binary needs.
+    let exe = match exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|b| b.join("run.sh"))
+    {
+        Some(run) if run.is_file() && exe.parent().is_some_and(|d| d.ends_with("bin")) => run,
+        _ => exe,
+    };
     let grid = std::fs::canonicalize(&args.grid)?;
     let out_abs = std::path::absolute(out)?;
     let mut s = String::from("#!/bin/bash\n");

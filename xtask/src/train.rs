@@ -52,6 +52,9 @@ pub struct Args {
     /// No progress bars.
     #[arg(long)]
     no_progress: bool,
+    /// Print the resolved configuration and exit without training.
+    #[arg(long)]
+    print_config: bool,
 }
 
 /// `$KD_RUNS`, else `<workspace>/runs`.
@@ -103,31 +106,33 @@ pub fn run(args: Args) -> Result<()> {
             kd_losses::METHOD_NAMES.join(", ")
         ),
     }
-    if let Some(d) = args.dataset {
-        cfg.dataset = d;
+    // The flags are overrides applied before `--set`, so that settings derived from them
+    // follow (milestones at 50%/75% of `--epochs`, even when a config file resolved them for
+    // its own epoch count).
+    let mut sets = Vec::new();
+    let mut flag = |key: &str, v: Option<String>| {
+        if let Some(v) = v {
+            sets.push(format!("{key}={v}"));
+        }
+    };
+    flag("dataset", args.dataset.map(|d| format!("{d:?}")));
+    flag("arch", args.arch.map(|a| format!("{a:?}")));
+    flag("epochs", args.epochs.map(|e| e.to_string()));
+    flag("batch_size", args.batch_size.map(|b| b.to_string()));
+    flag("seed", args.seed.map(|s| s.to_string()));
+    flag("device", args.device.map(|d| format!("{d:?}")));
+    flag(
+        "teacher",
+        args.teacher
+            .map(|t| format!("{:?}", t.display().to_string())),
+    );
+    flag("data.limit_train", args.limit_train.map(|n| n.to_string()));
+    sets.extend(args.sets.iter().cloned());
+    let cfg = cfg.with_overrides(&sets)?;
+    if args.print_config {
+        print!("{}", cfg.to_ron());
+        return Ok(());
     }
-    if let Some(a) = args.arch {
-        cfg.arch = Some(a);
-    }
-    if let Some(e) = args.epochs {
-        cfg.epochs = Some(e);
-    }
-    if let Some(b) = args.batch_size {
-        cfg.batch_size = b;
-    }
-    if let Some(s) = args.seed {
-        cfg.seed = s;
-    }
-    if let Some(d) = args.device {
-        cfg.device = d;
-    }
-    if let Some(t) = args.teacher {
-        cfg.teacher = Some(t);
-    }
-    if let Some(n) = args.limit_train {
-        cfg.data.limit_train = Some(n);
-    }
-    let cfg = cfg.with_overrides(&args.sets)?;
     ensure_device(&cfg.device)?;
     let r = kd_train::train(cfg, &opts)?;
     println!("{}", r.run_dir.display());

@@ -58,34 +58,29 @@ fn epochs_done(run: &Path) -> Option<u64> {
 fn sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let t = Instant::now();
     assert!(train(&a).status().unwrap().success());
     let run_a = only_run(&a);
-    let epoch_secs = t.elapsed().as_secs_f64() / 3.0;
 
-    let mut child = train(&b).spawn().unwrap();
+    // 1024 images in batches of 64: 16 steps per epoch; step 24 is the middle of epoch 2.
+    // The run waits there (KD_PAUSE_AT_STEP) until it is killed.
+    let mut child = train(&b).env("KD_PAUSE_AT_STEP", "24").spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(600);
     let run_b = loop {
-        assert!(Instant::now() < deadline, "no checkpoint after 10 minutes");
+        assert!(Instant::now() < deadline, "not at step 24 after 10 minutes");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
         if let Ok(entries) = std::fs::read_dir(&b) {
             let run = entries
                 .map(|e| e.unwrap().path())
-                .find(|p| epochs_done(p) == Some(1));
+                .find(|p| p.join("PAUSED").is_file());
             if let Some(run) = run {
                 break run;
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // Half an epoch later: in the middle of epoch 2.
-    std::thread::sleep(Duration::from_secs_f64(epoch_secs * 0.5));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the run ended too soon"
-    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert_eq!(epochs_done(&run_b), Some(1), "killed after epoch 2 ended");
+    assert_eq!(epochs_done(&run_b), Some(1));
 
     let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["train", "--no-progress", "--resume"])

@@ -31,10 +31,12 @@ impl Family {
     /// them (the protocol's 100/150 of 200 and 150/225 of 300; 7/11 of 15; none for a
     /// 1-epoch run).
     pub fn milestones(epochs: usize) -> Vec<usize> {
-        [epochs / 2, epochs * 3 / 4]
+        let mut m: Vec<usize> = [epochs / 2, epochs * 3 / 4]
             .into_iter()
             .filter(|&m| m > 0)
-            .collect()
+            .collect();
+        m.dedup();
+        m
     }
 
     /// Default architecture.
@@ -191,6 +193,8 @@ mod tests {
         assert_eq!(Family::milestones(300), vec![150, 225]);
         assert_eq!(Family::milestones(15), vec![7, 11]);
         assert_eq!(Family::milestones(1), Vec::<usize>::new());
+        assert_eq!(Family::milestones(2), vec![1]);
+        assert_eq!(Family::milestones(3), vec![1, 2]);
         assert_eq!(r.family.arch(), "resnet32");
         assert_eq!(
             Recipe::of("cskd").unwrap().batching.sampler(1),

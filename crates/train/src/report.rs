@@ -28,7 +28,6 @@ const IGNORED: &[&str] = &[
     "seed",
     "device",
     "eval_batch_size",
-    "teacher",
     "data.threads",
     "data.prefetch",
     "data.dir",
@@ -58,6 +57,13 @@ impl RunRecord {
         })?;
         let summary: Summary =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if summary.epochs_done == 0 || summary.students.is_empty() {
+            bail!(
+                "{} has not finished an epoch (resume it with `cargo xtask train --resume {}`)",
+                dir.display(),
+                dir.display()
+            );
+        }
         let metrics = Metrics::load(dir).ok();
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -137,6 +143,9 @@ fn flatten(cfg: &TrainConfig) -> BTreeMap<String, String> {
             Value::String(s) => {
                 out.insert(prefix.to_string(), s.clone());
             }
+            // Unset options and empty lists are absent settings, not values that differ.
+            Value::Null => {}
+            Value::Array(a) if a.is_empty() => {}
             other => {
                 out.insert(prefix.to_string(), other.to_string());
             }
@@ -149,6 +158,13 @@ fn flatten(cfg: &TrainConfig) -> BTreeMap<String, String> {
         &mut out,
     );
     out.retain(|k, _| !IGNORED.contains(&k.as_str()));
+    // A teacher counts by what it is (method and architecture), not by its folder.
+    if let Some(t) = &cfg.teacher {
+        let what = TrainConfig::load(&t.join("config.ron"))
+            .map(|c| format!("{} {}", c.method, c.arch_name()))
+            .unwrap_or_else(|_| t.display().to_string());
+        out.insert("teacher".into(), what);
+    }
     out
 }
 
@@ -555,6 +571,38 @@ mod tests {
         for p in written {
             assert!(p.is_file(), "{}", p.display());
         }
+    }
+
+    #[test]
+    fn teachers_count_by_what_they_are_and_unstarted_runs_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let teachers = root.join("teachers");
+        fake_run(&teachers, "ce", None, 1, 90.0, 89.0);
+        fake_run(&teachers, "ce", None, 2, 91.0, 90.0);
+        let students = root.join("students");
+        for seed in [1, 2] {
+            fake_run(&students, "kd", None, seed, 92.0, 91.0);
+            let cfg_path = students.join(format!("kd-0-s{seed}/config.ron"));
+            let mut cfg = TrainConfig::load(&cfg_path).unwrap();
+            cfg.teacher = Some(teachers.join(format!("ce-0-s{seed}")));
+            std::fs::write(&cfg_path, cfg.to_ron()).unwrap();
+        }
+        // Two teachers in different folders but of the same kind: one group of two seeds.
+        let r = Report::from_paths(std::slice::from_ref(&students)).unwrap();
+        assert_eq!(r.groups.len(), 1);
+        assert_eq!(r.groups[0].runs.len(), 2);
+        // A run stopped before its first evaluation has no entries: skipped, not a panic.
+        fake_run(&students, "kd", None, 3, 0.0, 0.0);
+        let s3 = students.join("kd-0-s3/summary.json");
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&s3).unwrap()).unwrap();
+        v["students"] = serde_json::json!([]);
+        v["epochs_done"] = serde_json::json!(0);
+        std::fs::write(&s3, v.to_string()).unwrap();
+        let r = Report::from_paths(&[students]).unwrap();
+        assert_eq!(r.groups.len(), 1);
+        assert_eq!(r.groups[0].runs.len(), 2);
+        assert!(r.varying.is_empty(), "{:?}", r.varying);
     }
 
     #[test]

@@ -214,8 +214,15 @@ pub fn train(cfg: TrainConfig, opts: &RunOptions) -> Result<RunResult> {
 
 /// Starts a new run of `cfg` in the folder `run_dir` (which must not hold a run yet).
 pub fn train_at(cfg: TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<RunResult> {
-    let cfg = cfg.resolve()?;
+    let mut cfg = cfg.resolve()?;
     check_teacher_given(&cfg)?;
+    // The saved config names the teacher by an absolute path, so resuming from another
+    // working directory finds the same teacher.
+    if let Some(t) = &cfg.teacher {
+        let abs = std::fs::canonicalize(t)
+            .with_context(|| format!("teacher: {} is not a run folder", t.display()))?;
+        cfg.teacher = Some(abs);
+    }
     if run_dir.join("config.ron").exists() {
         bail!(
             "{} already holds a run (continue it with --resume)",
@@ -580,9 +587,14 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
             channels,
             ..
         } = setup;
-        let teacher = load_teacher(&cfg, &dev, classes, channels, &mut log)?;
-        let mut opt = Sgd::new(&model, cfg.optim.clone());
         let eval_only = begin.eval_only;
+        // Evaluation needs no teacher (it may have moved since the run).
+        let teacher = if eval_only {
+            None
+        } else {
+            load_teacher(&cfg, &dev, classes, channels, &mut log)?
+        };
+        let mut opt = Sgd::new(&model, cfg.optim.clone());
         let state = match begin.state {
             Some(s) => {
                 let dir = run_dir.join("checkpoints").join(&begin.checkpoint);
@@ -603,20 +615,26 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
                 ));
                 s
             }
-            None => CheckpointState {
-                epochs_done: 0,
-                seed: cfg.seed,
-                steps: 0,
-                best_acc: -1.0,
-                best_epoch: 0,
-                best_test_acc: Vec::new(),
-                last_acc: Vec::new(),
-                students: Vec::new(),
-                partial: None,
-                rng: "none kept: initialisation from a Cpu seeded with `seed`, batches from \
+            None => {
+                if !eval_only {
+                    // A run killed before its first checkpoint starts over: no stale rows.
+                    drop_metrics_after(&run_dir.join("metrics.csv"), 0)?;
+                }
+                CheckpointState {
+                    epochs_done: 0,
+                    seed: cfg.seed,
+                    steps: 0,
+                    best_acc: -1.0,
+                    best_epoch: 0,
+                    best_test_acc: Vec::new(),
+                    last_acc: Vec::new(),
+                    students: Vec::new(),
+                    partial: None,
+                    rng: "none kept: initialisation from a Cpu seeded with `seed`, batches from \
                       streams seeded by (seed, epoch, batch)"
-                    .into(),
-            },
+                        .into(),
+                }
+            }
         };
         let students = state.students.clone();
         let best_epoch_acc = (state.best_epoch > 0).then(|| EpochAcc {
@@ -881,6 +899,7 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
                 images_here as f64 / t0.elapsed().as_secs_f64().max(1e-9)
             ));
             bar.inc(1);
+            pause_if_asked(&self.run_dir, self.opt.steps);
             let last_step = step + 1 == batches;
             if !last_step
                 && self
@@ -947,10 +966,13 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
         if let Err(e) = crate::plot::run_plots(&self.run_dir) {
             self.log.error(&format!("plots not drawn: {e:#}"));
         }
-        self.checkpoint("last")?;
+        // `best` first: a kill between the two leaves `last` one epoch behind, and resuming
+        // redoes that epoch and rewrites `best`; the other order could leave a `last` that
+        // points at a `best` never written.
         if improved {
             self.checkpoint("best")?;
         }
+        self.checkpoint("last")?;
         let terms_txt: Vec<String> = sums
             .iter()
             .map(|(n, s)| format!("{n} {:.4}", s / steps))
@@ -1267,6 +1289,20 @@ fn load_teacher<D: TrainDevice>(
         ))
     ));
     Ok(Some(net))
+}
+
+/// For kill-and-resume tests: with `KD_PAUSE_AT_STEP=k` set, the run stops after optimizer
+/// step `k`, writes `<run>/PAUSED`, and waits there to be killed, so a test kills it at a known
+/// point instead of after a guessed time.
+fn pause_if_asked(run_dir: &Path, steps: u64) {
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("KD_PAUSE_AT_STEP").ok()?.parse().ok());
+    if *at == Some(steps) {
+        let _ = std::fs::write(run_dir.join("PAUSED"), steps.to_string());
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
 }
 
 /// Drops the rows of `metrics.csv` after epoch `epochs_done` (written before a kill that came

@@ -160,12 +160,19 @@ impl Grid {
                                 name.push_str(&format!("-{}={}", slug(short), slug(v)));
                             }
                             name.push_str(&format!("-s{}", c.seed));
-                            if !points.iter().any(|p| p.name == name) {
-                                points.push(Point {
+                            match points.iter().find(|p| p.name == name) {
+                                // The same run reached twice (a method without a swept key).
+                                Some(p) if p.cfg == c => {}
+                                Some(p) => bail!(
+                                    "grid: two different points would share the folder `{name}`                                      (swept {:?} and {:?}); sweep keys whose last parts differ, or                                      values that differ after replacing characters other than                                      letters, digits, `.`, `-` and `_`",
+                                    p.swept,
+                                    swept
+                                ),
+                                None => points.push(Point {
                                     name,
                                     swept,
                                     cfg: c,
-                                });
+                                }),
                             }
                         }
                     }
@@ -278,6 +285,12 @@ mod tests {
             .unwrap();
         let e = typo.points(Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("loss.betta"), "{e}");
+        // Two settings that would share a folder name are refused, not merged.
+        let clash: Grid = ron_options()
+            .from_str(r#"(methods: ["ce"], grid: {"data.dir": ["d/x", "d_x"]})"#)
+            .unwrap();
+        let e = clash.points(Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("dir=d_x"), "{e}");
     }
 
     #[test]
