@@ -1178,7 +1178,11 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
             head.extend(["images_per_s".into(), "seconds".into()]);
             writeln!(f, "{}", head.join(","))?;
         }
-        let mut row = vec![epoch.to_string(), format!("{lr:e}"), format!("{loss:.6}")];
+        let mut row = vec![
+            epoch.to_string(),
+            format!("{:e}", lr as f32),
+            format!("{loss:.6}"),
+        ];
         row.extend(terms.iter().map(|(_, v)| format!("{v:.6}")));
         row.push(format!("{train_acc:.4}"));
         row.extend(test_acc.iter().map(|a| format!("{a:.4}")));
