@@ -164,7 +164,10 @@ impl Grid {
                                 // The same run reached twice (a method without a swept key).
                                 Some(p) if p.cfg == c => {}
                                 Some(p) => bail!(
-                                    "grid: two different points would share the folder `{name}`                                      (swept {:?} and {:?}); sweep keys whose last parts differ, or                                      values that differ after replacing characters other than                                      letters, digits, `.`, `-` and `_`",
+                                    "grid: two different points would share the folder `{name}` (swept {:?} and {:?}); \
+                                     sweep keys whose last parts differ, or values that differ \
+                                     after replacing characters other than letters, digits, \
+                                     `.`, `-` and `_`",
                                     p.swept,
                                     swept
                                 ),
@@ -291,6 +294,7 @@ mod tests {
             .unwrap();
         let e = clash.points(Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("dir=d_x"), "{e}");
+        assert!(!e.contains("  "), "{e}");
     }
 
     #[test]
