@@ -347,23 +347,26 @@ impl Report {
         s
     }
 
-    /// The one numeric setting the groups differ in (besides method), if there is one.
+    /// The one numeric setting the groups differ in (besides method), if there is exactly one;
+    /// other (non-numeric) varying settings split the sweep plot into lines.
     pub fn swept(&self) -> Option<String> {
-        let keys: Vec<&String> = self
+        let numeric: Vec<&String> = self
             .varying
             .iter()
             .filter(|k| k.as_str() != "method")
+            .filter(|key| {
+                self.groups.iter().all(|g| {
+                    g.settings
+                        .iter()
+                        .find(|(k, _)| k == *key)
+                        .is_none_or(|(_, v)| v.parse::<f64>().is_ok())
+                })
+            })
             .collect();
-        let [key] = keys.as_slice() else {
+        let [key] = numeric.as_slice() else {
             return None;
         };
-        let numeric = self.groups.iter().all(|g| {
-            g.settings
-                .iter()
-                .find(|(k, _)| k == *key)
-                .is_none_or(|(_, v)| v.parse::<f64>().is_ok())
-        });
-        numeric.then(|| (*key).clone())
+        Some((*key).clone())
     }
 
     /// Writes the markdown to `md` (with a short header naming the runs) and the plots next
@@ -442,32 +445,39 @@ impl Report {
         chart
     }
 
-    /// Best accuracy against the swept setting ([`Report::swept`]), one line per method.
+    /// Best accuracy against the swept setting ([`Report::swept`]): one line per method and
+    /// combination of the other varying settings (`scd attention=sq_mean target=next`), and a
+    /// horizontal line for each group without the setting (CE).
     pub fn sweep_chart(&self, title: &str) -> Option<Chart> {
         let key = self.swept()?;
-        let mut by_method: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
+        let mut by_line: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
         let mut references = Vec::new();
         for g in &self.groups {
             let head = g.runs[0].headline();
             let (m, s) = mean_std(&g.accs(head, true));
-            match g.settings.iter().find(|(k, _)| *k == key) {
-                Some((_, v)) => by_method.entry(g.cfg().method.clone()).or_default().push((
-                    v.parse().ok()?,
-                    m,
-                    s.unwrap_or(0.0),
-                )),
-                None => references.push((g.label(), m)),
+            let Some((_, v)) = g.settings.iter().find(|(k, _)| *k == key) else {
+                references.push((g.label(), m));
+                continue;
+            };
+            let mut line = g.cfg().method.clone();
+            for (k, v) in g.settings.iter().filter(|(k, _)| *k != key) {
+                let short = k.rsplit('.').next().unwrap_or(k);
+                let _ = write!(line, " {short}={v}");
             }
+            by_line
+                .entry(line)
+                .or_default()
+                .push((v.parse().ok()?, m, s.unwrap_or(0.0)));
         }
         let mut series = Vec::new();
         let mut positive = true;
         let mut xs_all = Vec::new();
-        for (method, mut pts) in by_method {
+        for (label, mut pts) in by_line {
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             positive &= pts.iter().all(|p| p.0 > 0.0);
             xs_all.extend(pts.iter().map(|p| p.0));
             series.push(Series {
-                label: method,
+                label,
                 points: pts.iter().map(|p| (p.0, p.1)).collect(),
                 errors: Some(pts.iter().map(|p| p.2).collect()),
             });
@@ -493,13 +503,35 @@ mod tests {
     use crate::run::EpochAcc;
 
     fn fake_run(root: &Path, method: &str, beta: Option<f64>, seed: u64, best: f64, last: f64) {
+        let loss: Vec<(&str, serde_json::Value)> = beta
+            .map(|b| ("beta", serde_json::json!(b)))
+            .into_iter()
+            .collect();
+        let tag = beta.unwrap_or(0.0).to_string();
+        fake_run_with(root, method, &tag, &loss, |_| {}, seed, best, last);
+    }
+
+    /// A finished 2-epoch run of `method` with the loss settings `loss`, then `edit`, in
+    /// `<root>/<method>-<tag>-s<seed>`.
+    #[allow(clippy::too_many_arguments)]
+    fn fake_run_with(
+        root: &Path,
+        method: &str,
+        tag: &str,
+        loss: &[(&str, serde_json::Value)],
+        edit: impl Fn(&mut TrainConfig),
+        seed: u64,
+        best: f64,
+        last: f64,
+    ) {
         let mut cfg = TrainConfig::for_method(method).unwrap();
         cfg.seed = seed;
         cfg.dataset = "fashion-mnist".into();
-        if let Some(b) = beta {
-            cfg.loss["beta"] = serde_json::json!(b);
+        for (k, v) in loss {
+            cfg.loss[*k] = v.clone();
         }
-        let dir = root.join(format!("{method}-{}-s{seed}", beta.unwrap_or(0.0)));
+        edit(&mut cfg);
+        let dir = root.join(format!("{method}-{tag}-s{seed}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.ron"), cfg.to_ron()).unwrap();
         let summary = Summary {
@@ -571,6 +603,57 @@ mod tests {
         for p in written {
             assert!(p.is_file(), "{}", p.display());
         }
+    }
+
+    #[test]
+    fn a_numeric_sweep_is_split_into_lines_by_the_other_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fake_run(root, "ce", None, 1, 90.0, 90.0);
+        for (beta, target, best) in [
+            (10.0, "next", 91.0),
+            (100.0, "next", 89.0),
+            (10.0, "deepest", 92.0),
+            (100.0, "deepest", 88.0),
+        ] {
+            let loss = [
+                ("beta", serde_json::json!(beta)),
+                ("target", serde_json::json!(target)),
+            ];
+            let tag = format!("{beta}-{target}");
+            fake_run_with(root, "scd", &tag, &loss, |_| {}, 1, best, best);
+        }
+        let r = Report::from_paths(&[root.to_path_buf()]).unwrap();
+        assert_eq!(r.swept().as_deref(), Some("loss.beta"));
+        let chart = r.sweep_chart("t").unwrap();
+        let lines: Vec<(&str, &[(f64, f64)])> = chart
+            .series
+            .iter()
+            .map(|s| (s.label.as_str(), s.points.as_slice()))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                ("scd target=deepest", &[(10.0, 92.0), (100.0, 88.0)][..]),
+                ("scd target=next", &[(10.0, 91.0), (100.0, 89.0)][..]),
+            ]
+        );
+        assert_eq!(chart.references, vec![("ce".to_string(), 90.0)]);
+        // A second numeric setting varying (the batch size): no single axis, no plot.
+        let loss = [("beta", serde_json::json!(10.0))];
+        fake_run_with(
+            root,
+            "scd",
+            "b64",
+            &loss,
+            |c| c.batch_size = 64,
+            1,
+            1.0,
+            1.0,
+        );
+        let r = Report::from_paths(&[root.to_path_buf()]).unwrap();
+        assert_eq!(r.swept(), None);
+        assert!(r.sweep_chart("t").is_none());
     }
 
     #[test]

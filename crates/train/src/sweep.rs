@@ -15,7 +15,9 @@
 //! )
 //! ```
 //! A swept key a method does not have (`loss.beta` for `ce`) is left out for that method, so
-//! `ce` above is one point per seed.
+//! `ce` above is one point per seed. `variants: [["loss.beta=10"], ["loss.beta=30",
+//! "loss.attention=channel_softmax"]]` lists chosen combinations instead of a full product;
+//! they are crossed with `grid`.
 
 use crate::config::TrainConfig;
 use crate::run::{resume, train_at, RunOptions, RunResult, Summary};
@@ -47,6 +49,10 @@ pub struct Grid {
     /// Swept settings: dotted key → values (each written as for `--set`).
     #[serde(default)]
     pub grid: BTreeMap<String, Vec<String>>,
+    /// Chosen combinations of settings, each a list of `key=value`, crossed with `grid`: a
+    /// few settings that differ in several keys, without the product of all their values.
+    #[serde(default)]
+    pub variants: Vec<Vec<String>>,
 }
 
 /// One run of a sweep.
@@ -114,7 +120,7 @@ impl Grid {
             None => None,
         };
         let mut points: Vec<Point> = Vec::new();
-        let combos = self.combos();
+        let combos = self.combos()?;
         for method in &self.methods {
             let mut cfg = match &base {
                 Some(b) => b.clone(),
@@ -182,7 +188,7 @@ impl Grid {
                 }
             }
         }
-        for key in self.grid.keys() {
+        for key in combos.iter().flatten().map(|(k, _)| k) {
             if !points.iter().any(|p| p.swept.iter().any(|(k, _)| k == key)) {
                 bail!(
                     "grid: `{key}` is a setting of none of the methods {:?}",
@@ -193,10 +199,26 @@ impl Grid {
         Ok(points)
     }
 
-    /// The cartesian product of the swept values (one empty combination when nothing is
-    /// swept).
-    fn combos(&self) -> Vec<Vec<(String, String)>> {
+    /// The variants (or one empty combination) crossed with the cartesian product of the
+    /// grid's values.
+    fn combos(&self) -> Result<Vec<Vec<(String, String)>>> {
         let mut out: Vec<Vec<(String, String)>> = vec![Vec::new()];
+        if !self.variants.is_empty() {
+            out = self
+                .variants
+                .iter()
+                .map(|v| {
+                    v.iter()
+                        .map(|kv| match kv.split_once('=') {
+                            Some((k, v)) if !k.trim().is_empty() => {
+                                Ok((k.trim().to_string(), v.trim().to_string()))
+                            }
+                            _ => bail!("grid: variant setting `{kv}` is not `key=value`"),
+                        })
+                        .collect()
+                })
+                .collect::<Result<_>>()?;
+        }
         for (k, values) in &self.grid {
             out = out
                 .into_iter()
@@ -209,7 +231,7 @@ impl Grid {
                 })
                 .collect();
         }
-        out
+        Ok(out)
     }
 }
 
@@ -295,6 +317,37 @@ mod tests {
         let e = clash.points(Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("dir=d_x"), "{e}");
         assert!(!e.contains("  "), "{e}");
+    }
+
+    #[test]
+    fn variants_are_crossed_with_the_grid() {
+        let g: Grid = ron_options()
+            .from_str(
+                r#"(methods: ["ce", "scd"], seeds: [1],
+                    variants: [["loss.beta=10"], ["loss.beta=30", "loss.attention=channel_softmax"]],
+                    grid: {"loss.target": ["next", "deepest"]})"#,
+            )
+            .unwrap();
+        let p = g.points(Path::new(".")).unwrap();
+        let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ce-cifar100-resnet18-s1",
+                "scd-cifar100-resnet18-beta=10-target=next-s1",
+                "scd-cifar100-resnet18-beta=10-target=deepest-s1",
+                "scd-cifar100-resnet18-beta=30-attention=channel_softmax-target=next-s1",
+                "scd-cifar100-resnet18-beta=30-attention=channel_softmax-target=deepest-s1",
+            ]
+        );
+        assert_eq!(p[3].cfg.loss["beta"], 30.0);
+        assert_eq!(p[3].cfg.loss["attention"], "channel_softmax");
+        assert_eq!(p[1].cfg.loss["attention"], "sq_mean");
+        let bad: Grid = ron_options()
+            .from_str(r#"(methods: ["scd"], variants: [["loss.beta"]])"#)
+            .unwrap();
+        let e = bad.points(Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("`loss.beta` is not `key=value`"), "{e}");
     }
 
     #[test]
