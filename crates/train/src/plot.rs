@@ -37,8 +37,6 @@ pub struct Chart {
     pub references: Vec<(String, f64)>,
     /// Plot x as log10 (ticks still show the values).
     pub log_x: bool,
-    /// Legend in the upper right corner (falling curves) instead of the lower right.
-    pub legend_upper: bool,
 }
 
 fn register_font() {
@@ -66,9 +64,34 @@ fn span(v: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 impl Chart {
-    /// Writes the chart as a 900×560 PNG.
+    /// The legend's entries: each line (2 px) and each reference line (1 px), with colours.
+    fn legend(&self) -> Vec<(String, RGBAColor, u32)> {
+        let series = self
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.label.clone(), i, 2));
+        let refs = (self.references.iter().enumerate())
+            .map(|(j, r)| (r.0.clone(), self.series.len() + j, 1));
+        series
+            .chain(refs)
+            .map(|(l, i, w)| (l, Palette99::pick(i).to_rgba(), w))
+            .collect()
+    }
+
+    /// Writes the chart as a PNG: a 900×560 plot with the legend in a column to its right
+    /// (as wide as the longest label, and taller than 560 when it has many entries), so it
+    /// never hides a curve.
     pub fn write_png(&self, path: &Path) -> Result<()> {
         register_font();
+        let legend = self.legend();
+        let longest = legend
+            .iter()
+            .map(|l| l.0.chars().count())
+            .max()
+            .unwrap_or(0);
+        let legend_w = 48 + 7 * longest as u32;
+        let height = 560.max(40 + 20 * legend.len() as u32);
         let fx = |x: f64| if self.log_x { x.log10() } else { x };
         let (x0, x1) = span(
             self.series
@@ -88,9 +111,10 @@ impl Chart {
                 .chain(self.references.iter().map(|r| r.1)),
         );
         let e = |e: &dyn std::fmt::Debug| anyhow!("drawing {}: {e:?}", path.display());
-        let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+        let root = BitMapBackend::new(path, (900 + legend_w, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|x| e(&x))?;
-        let mut chart = ChartBuilder::on(&root)
+        let (plot, side) = root.split_horizontally(900);
+        let mut chart = ChartBuilder::on(&plot)
             .caption(&self.title, ("sans-serif", 22))
             .margin(14)
             .x_label_area_size(44)
@@ -107,19 +131,21 @@ impl Chart {
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
             .x_label_formatter(&x_fmt)
+            // On a log axis, at most one label per decade (10, 100, 1000), not 31.623.
+            .x_labels(if log_x {
+                (x1 - x0).ceil() as usize + 1
+            } else {
+                10
+            })
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|x| e(&x))?;
-        for (i, s) in self.series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+        for (s, (_, color, _)) in self.series.iter().zip(&legend) {
+            let color = *color;
             let pts: Vec<(f64, f64)> = s.points.iter().map(|p| (fx(p.0), p.1)).collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|x| e(&x))?
-                .label(&s.label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .map_err(|x| e(&x))?;
             if pts.len() <= 40 {
                 chart
                     .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
@@ -133,27 +159,28 @@ impl Chart {
                     .map_err(|x| e(&x))?;
             }
         }
-        for (j, (label, y)) in self.references.iter().enumerate() {
-            let color = Palette99::pick(self.series.len() + j).to_rgba();
-            let style = color.stroke_width(1);
+        for ((_, y), (_, color, _)) in self.references.iter().zip(&legend[self.series.len()..]) {
             chart
-                .draw_series(LineSeries::new(vec![(x0, *y), (x1, *y)], style))
-                .map_err(|x| e(&x))?
-                .label(label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                .draw_series(LineSeries::new(
+                    vec![(x0, *y), (x1, *y)],
+                    color.stroke_width(1),
+                ))
+                .map_err(|x| e(&x))?;
         }
-        chart
-            .configure_series_labels()
-            .position(if self.legend_upper {
-                SeriesLabelPosition::UpperRight
-            } else {
-                SeriesLabelPosition::LowerRight
-            })
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
+        for (i, (label, color, width)) in legend.iter().enumerate() {
+            let y = 50 + 20 * i as i32;
+            side.draw(&PathElement::new(
+                vec![(4, y), (28, y)],
+                color.stroke_width(*width),
+            ))
             .map_err(|x| e(&x))?;
+            side.draw(&Text::new(
+                label.as_str(),
+                (36, y - 8),
+                ("sans-serif", 14).into_font().color(&BLACK),
+            ))
+            .map_err(|x| e(&x))?;
+        }
         root.present().map_err(|x| e(&x))?;
         Ok(())
     }
@@ -172,7 +199,6 @@ pub fn run_plots(run_dir: &Path) -> Result<()> {
         title: format!("{name}: training loss"),
         x_label: "epoch".into(),
         y_label: "mean loss per batch".into(),
-        legend_upper: true,
         ..Default::default()
     };
     if let Some(total) = m.column("loss") {
@@ -215,14 +241,20 @@ mod tests {
         run_plots(dir.path()).unwrap();
         for f in ["loss.png", "accuracy.png"] {
             let img = image::open(dir.path().join(f)).unwrap().to_rgb8();
-            assert_eq!(img.dimensions(), (900, 560));
+            // The plot and the legend column to its right (the longest label: "test net").
+            let (w, h) = img.dimensions();
+            assert_eq!(h, 560);
+            assert!(w >= 900 + 48 + 7 * 5, "{w}");
             // Three loss lines (or two accuracy lines) and the legend: each line's colour is
-            // present, and the picture is not blank.
+            // present (also in the legend column), and the picture is not blank.
             let colors: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
             let wanted = if f == "loss.png" { 3 } else { 2 };
             for i in 0..wanted {
                 let c = Palette99::pick(i).to_rgba();
                 assert!(colors.contains(&[c.0, c.1, c.2]), "{f}: line {i} missing");
+                let legend =
+                    (900..w).any(|x| img.get_pixel(x, 50 + 20 * i as u32).0 == [c.0, c.1, c.2]);
+                assert!(legend, "{f}: legend entry {i} missing");
             }
             let dark = img.pixels().filter(|p| p.0.iter().all(|&v| v < 64)).count();
             assert!(dark > 2000, "{f}: {dark} dark pixels (axes and text)");

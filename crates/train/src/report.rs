@@ -200,13 +200,18 @@ impl Group {
         &self.runs[0].cfg
     }
 
-    /// `method` plus the distinguishing settings.
+    /// `method` plus the distinguishing settings, keys shortened to their last part
+    /// (`scd attention=sq_mean beta=30.0`).
     pub fn label(&self) -> String {
+        self.label_without("")
+    }
+
+    /// [`Group::label`] without the setting `key`.
+    fn label_without(&self, key: &str) -> String {
         let mut s = self.cfg().method.clone();
-        for (k, v) in &self.settings {
-            if !matches!(k.as_str(), "method") {
-                let _ = write!(s, " {k}={v}");
-            }
+        for (k, v) in self.settings.iter().filter(|(k, _)| k != key) {
+            let short = k.rsplit('.').next().unwrap_or(k);
+            let _ = write!(s, " {short}={v}");
         }
         s
     }
@@ -262,7 +267,7 @@ impl Report {
             })
             .cloned()
             .collect();
-        let groups = keyed
+        let mut groups: Vec<Group> = keyed
             .iter()
             .map(|(k, runs)| Group {
                 settings: varying
@@ -273,6 +278,23 @@ impl Report {
                 runs: runs.clone(),
             })
             .collect();
+        // Methods in the order they first appear; within one, by settings, numbers by value
+        // (beta 30 before beta 100).
+        let methods: Vec<&String> = keyed.iter().filter_map(|(k, _)| k.get("method")).collect();
+        let rank = |g: &Group| methods.iter().position(|m| **m == g.cfg().method);
+        let by_value = |a: &str, b: &str| match (a.parse::<f64>(), b.parse::<f64>()) {
+            (Ok(x), Ok(y)) => x.total_cmp(&y),
+            _ => a.cmp(b),
+        };
+        groups.sort_by(|a, b| {
+            rank(a).cmp(&rank(b)).then_with(|| {
+                let pairs = a.settings.iter().zip(&b.settings);
+                pairs
+                    .map(|((ka, va), (kb, vb))| ka.cmp(kb).then_with(|| by_value(va, vb)))
+                    .find(|o| o.is_ne())
+                    .unwrap_or_else(|| a.settings.len().cmp(&b.settings.len()))
+            })
+        });
         Ok(Self { groups, varying })
     }
 
@@ -459,15 +481,11 @@ impl Report {
                 references.push((g.label(), m));
                 continue;
             };
-            let mut line = g.cfg().method.clone();
-            for (k, v) in g.settings.iter().filter(|(k, _)| *k != key) {
-                let short = k.rsplit('.').next().unwrap_or(k);
-                let _ = write!(line, " {short}={v}");
-            }
-            by_line
-                .entry(line)
-                .or_default()
-                .push((v.parse().ok()?, m, s.unwrap_or(0.0)));
+            by_line.entry(g.label_without(&key)).or_default().push((
+                v.parse().ok()?,
+                m,
+                s.unwrap_or(0.0),
+            ));
         }
         let mut series = Vec::new();
         let mut positive = true;
@@ -492,7 +510,6 @@ impl Report {
             series,
             references,
             log_x: positive && hi / lo >= 20.0,
-            legend_upper: false,
         })
     }
 }
@@ -613,6 +630,7 @@ mod tests {
         for (beta, target, best) in [
             (10.0, "next", 91.0),
             (100.0, "next", 89.0),
+            (30.0, "next", 90.5),
             (10.0, "deepest", 92.0),
             (100.0, "deepest", 88.0),
         ] {
@@ -625,6 +643,19 @@ mod tests {
         }
         let r = Report::from_paths(&[root.to_path_buf()]).unwrap();
         assert_eq!(r.swept().as_deref(), Some("loss.beta"));
+        // Rows by method, then by setting, numbers by value (30 before 100).
+        let labels: Vec<String> = r.groups.iter().map(|g| g.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "ce",
+                "scd beta=10.0 target=deepest",
+                "scd beta=10.0 target=next",
+                "scd beta=30.0 target=next",
+                "scd beta=100.0 target=deepest",
+                "scd beta=100.0 target=next",
+            ]
+        );
         let chart = r.sweep_chart("t").unwrap();
         let lines: Vec<(&str, &[(f64, f64)])> = chart
             .series
@@ -635,7 +666,10 @@ mod tests {
             lines,
             vec![
                 ("scd target=deepest", &[(10.0, 92.0), (100.0, 88.0)][..]),
-                ("scd target=next", &[(10.0, 91.0), (100.0, 89.0)][..]),
+                (
+                    "scd target=next",
+                    &[(10.0, 91.0), (30.0, 90.5), (100.0, 89.0)][..]
+                ),
             ]
         );
         assert_eq!(chart.references, vec![("ce".to_string(), 90.0)]);
