@@ -27,14 +27,15 @@ impl Series {
     }
 }
 
-/// A chart: title, axis names, lines, and horizontal reference lines (`(label, y)`).
+/// A chart: title, axis names, lines, and horizontal reference lines (`(label, y, d)`, with a
+/// shaded band `y ± d` when `d > 0`).
 #[derive(Debug, Clone, Default)]
 pub struct Chart {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
     pub series: Vec<Series>,
-    pub references: Vec<(String, f64)>,
+    pub references: Vec<(String, f64, f64)>,
     /// Plot x as log10 (ticks still show the values).
     pub log_x: bool,
 }
@@ -108,14 +109,17 @@ impl Chart {
                         [p.1 - d, p.1 + d]
                     })
                 })
-                .chain(self.references.iter().map(|r| r.1)),
+                .chain(self.references.iter().flat_map(|r| [r.1 - r.2, r.1 + r.2])),
         );
         let e = |e: &dyn std::fmt::Debug| anyhow!("drawing {}: {e:?}", path.display());
         let root = BitMapBackend::new(path, (900 + legend_w, height)).into_drawing_area();
         root.fill(&WHITE).map_err(|x| e(&x))?;
-        let (plot, side) = root.split_horizontally(900);
+        // The title over the whole width (it may be longer than the plot is wide).
+        let body = root
+            .titled(&self.title, ("sans-serif", 22))
+            .map_err(|x| e(&x))?;
+        let (plot, side) = body.split_horizontally(900);
         let mut chart = ChartBuilder::on(&plot)
-            .caption(&self.title, ("sans-serif", 22))
             .margin(14)
             .x_label_area_size(44)
             .y_label_area_size(64)
@@ -159,7 +163,15 @@ impl Chart {
                     .map_err(|x| e(&x))?;
             }
         }
-        for ((_, y), (_, color, _)) in self.references.iter().zip(&legend[self.series.len()..]) {
+        for ((_, y, d), (_, color, _)) in self.references.iter().zip(&legend[self.series.len()..]) {
+            if *d > 0.0 {
+                chart
+                    .draw_series([Rectangle::new(
+                        [(x0, y - d), (x1, y + d)],
+                        color.mix(0.12).filled(),
+                    )])
+                    .map_err(|x| e(&x))?;
+            }
             chart
                 .draw_series(LineSeries::new(
                     vec![(x0, *y), (x1, *y)],
@@ -168,7 +180,7 @@ impl Chart {
                 .map_err(|x| e(&x))?;
         }
         for (i, (label, color, width)) in legend.iter().enumerate() {
-            let y = 50 + 20 * i as i32;
+            let y = 20 + 20 * i as i32;
             side.draw(&PathElement::new(
                 vec![(4, y), (28, y)],
                 color.stroke_width(*width),
@@ -253,7 +265,7 @@ mod tests {
                 let c = Palette99::pick(i).to_rgba();
                 assert!(colors.contains(&[c.0, c.1, c.2]), "{f}: line {i} missing");
                 let legend =
-                    (900..w).any(|x| img.get_pixel(x, 50 + 20 * i as u32).0 == [c.0, c.1, c.2]);
+                    (900..w).any(|x| (0..h).any(|y| img.get_pixel(x, y).0 == [c.0, c.1, c.2]));
                 assert!(legend, "{f}: legend entry {i} missing");
             }
             let dark = img.pixels().filter(|p| p.0.iter().all(|&v| v < 64)).count();

@@ -478,7 +478,11 @@ impl Report {
             let head = g.runs[0].headline();
             let (m, s) = mean_std(&g.accs(head, true));
             let Some((_, v)) = g.settings.iter().find(|(k, _)| *k == key) else {
-                references.push((g.label(), m));
+                let label = match s {
+                    Some(_) => format!("{} (mean ± std, {} seeds)", g.label(), g.runs.len()),
+                    None => g.label(),
+                };
+                references.push((label, m, s.unwrap_or(0.0)));
                 continue;
             };
             by_line.entry(g.label_without(&key)).or_default().push((
@@ -611,7 +615,12 @@ mod tests {
         let chart = r.sweep_chart("t").unwrap();
         assert!(chart.log_x);
         assert_eq!(chart.series[0].points, vec![(10.0, 93.0), (1000.0, 91.0)]);
-        assert_eq!(chart.references, vec![("ce".to_string(), 91.0)]);
+        // CE over two seeds: its mean and a band of ± one sample std.
+        let ce = &chart.references;
+        assert_eq!(ce.len(), 1);
+        assert_eq!(ce[0].0, "ce (mean ± std, 2 seeds)");
+        assert_eq!(ce[0].1, 91.0);
+        assert!((ce[0].2 - 2f64.sqrt()).abs() < 1e-9, "{ce:?}");
         let curves = r.curves_chart("t");
         assert_eq!(curves.series[0].points, vec![(1.0, 86.0), (2.0, 90.0)]);
         let md_path = dir.path().join("out/cmp.md");
@@ -672,7 +681,7 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(chart.references, vec![("ce".to_string(), 90.0)]);
+        assert_eq!(chart.references, vec![("ce".to_string(), 90.0, 0.0)]);
         // A second numeric setting varying (the batch size): no single axis, no plot.
         let loss = [("beta", serde_json::json!(10.0))];
         fake_run_with(

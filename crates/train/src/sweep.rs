@@ -351,6 +351,26 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_grids_expand() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/sweeps");
+        let mut grids = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if !text.contains("methods:") {
+                // A base config of the grids.
+                TrainConfig::load(&path).unwrap().resolve().unwrap();
+                continue;
+            }
+            let (grid, base_dir) = Grid::load(&path).unwrap();
+            let points = grid.points(&base_dir).unwrap();
+            assert!(!points.is_empty(), "{}", path.display());
+            grids += 1;
+        }
+        assert!(grids >= 5, "{grids} grids in {}", dir.display());
+    }
+
+    #[test]
     fn grid_errors_name_the_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("g.ron");
