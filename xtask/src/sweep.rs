@@ -143,7 +143,7 @@ fn run_parallel(
         logs.display()
     );
     let mut queue = chosen.iter().copied();
-    let mut running: Vec<(usize, std::process::Child)> = Vec::new();
+    let mut running: Vec<(usize, PathBuf, std::process::Child)> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
     loop {
         while running.len() < args.jobs as usize && !stop() {
@@ -166,7 +166,7 @@ fn run_parallel(
                 .spawn()
                 .with_context(|| format!("starting point {i} ({})", exe.display()))?;
             log::info!("point {}/{} started: {}", i + 1, names.len(), names[i]);
-            running.push((i, child));
+            running.push((i, log_path, child));
         }
         if running.is_empty() {
             break;
@@ -174,14 +174,13 @@ fn run_parallel(
         std::thread::sleep(std::time::Duration::from_millis(200));
         let mut k = 0;
         while k < running.len() {
-            match running[k].1.try_wait()? {
+            match running[k].2.try_wait()? {
                 None => k += 1,
                 Some(status) => {
-                    let (i, _) = running.swap_remove(k);
+                    let (i, log, _) = running.swap_remove(k);
                     if status.success() {
                         log::info!("point {}/{} finished: {}", i + 1, names.len(), names[i]);
                     } else {
-                        let log = logs.join(format!("{}.log", names[i]));
                         log::error!(
                             "point {i} {} failed ({status}), see {}",
                             names[i],
