@@ -84,18 +84,16 @@ pub fn run(args: Args) -> Result<()> {
     };
     let opts = crate::train::run_options(Some(out.clone()), !args.no_progress, None);
     std::fs::create_dir_all(&out)?;
-    if args.jobs > 1 && chosen.len() > 1 {
-        let names: Vec<&str> = points.iter().map(|p| p.name.as_str()).collect();
-        let interrupt = opts.interrupt;
-        let stop = || interrupt.is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
-        run_parallel(&args, &out, &names, &chosen, &stop)?;
-        println!("report: cargo xtask report {}", out.display());
-        return Ok(());
-    }
     let interrupted = || {
         opts.interrupt
             .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
     };
+    if args.jobs > 1 && chosen.len() > 1 {
+        let names: Vec<&str> = points.iter().map(|p| p.name.as_str()).collect();
+        run_parallel(&args, &out, &names, &chosen, &interrupted)?;
+        println!("report: cargo xtask report {}", out.display());
+        return Ok(());
+    }
     for i in chosen {
         let p = &points[i];
         log::info!("sweep point {}/{}: {}", i + 1, points.len(), p.name);

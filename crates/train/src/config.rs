@@ -253,10 +253,8 @@ impl TrainConfig {
     /// `schedule.milestones=[1,2]`); the value is RON (a bare word is taken as a string). An
     /// unknown key is an error listing the valid keys at that level.
     pub fn set(self, assignment: &str) -> Result<Self> {
-        let (key, value) = assignment
-            .split_once('=')
+        let (key, value) = key_value(assignment)
             .ok_or_else(|| anyhow!("--set `{assignment}`: expected key=value"))?;
-        let (key, value) = (key.trim(), value.trim());
         let bare_word = value.starts_with(|c: char| c.is_ascii_alphabetic())
             && value
                 .chars()
@@ -334,6 +332,14 @@ impl TrainConfig {
     pub fn total_epochs(&self) -> usize {
         self.epochs.unwrap_or(200)
     }
+}
+
+/// `key=value` split at the first `=`, both sides trimmed; `None` without `=` or a key. The
+/// form of `--set` overrides and of sweep settings.
+pub fn key_value(assignment: &str) -> Option<(&str, &str)> {
+    let (key, value) = assignment.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty()).then_some((key, value.trim()))
 }
 
 #[cfg(test)]

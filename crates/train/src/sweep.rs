@@ -209,11 +209,9 @@ impl Grid {
                 .iter()
                 .map(|v| {
                     v.iter()
-                        .map(|kv| match kv.split_once('=') {
-                            Some((k, v)) if !k.trim().is_empty() => {
-                                Ok((k.trim().to_string(), v.trim().to_string()))
-                            }
-                            _ => bail!("grid: variant setting `{kv}` is not `key=value`"),
+                        .map(|kv| match crate::config::key_value(kv) {
+                            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                            None => bail!("grid: variant setting `{kv}` is not `key=value`"),
                         })
                         .collect()
                 })
