@@ -94,7 +94,8 @@ pub fn headline(students: &[String]) -> usize {
 }
 
 /// The run folders under `paths`: a folder with a `config.ron` is a run; any other folder is
-/// searched (three levels deep) for runs. Sorted, without duplicates.
+/// searched (three levels deep) for runs. In the order of `paths` (so the first path's methods
+/// lead the table), sorted within each, without duplicates.
 pub fn find_runs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
         if dir.join("config.ron").is_file() {
@@ -114,15 +115,20 @@ pub fn find_runs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
         Ok(())
     }
-    let mut out = Vec::new();
+    let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
         if !p.is_dir() {
             bail!("{} is not a folder", p.display());
         }
-        walk(p, 3, &mut out)?;
+        let mut found = Vec::new();
+        walk(p, 3, &mut found)?;
+        found.sort();
+        for r in found {
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
     }
-    out.sort();
-    out.dedup();
     Ok(out)
 }
 
@@ -629,6 +635,27 @@ mod tests {
         for p in written {
             assert!(p.is_file(), "{}", p.display());
         }
+    }
+
+    #[test]
+    fn runs_come_in_the_order_of_the_paths_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("b-sweep"), dir.path().join("a-extra"));
+        fake_run(&a, "scd", Some(30.0), 2, 93.0, 93.0);
+        fake_run(&a, "ce", None, 1, 92.0, 92.0);
+        fake_run(&b, "scd", Some(100.0), 1, 91.0, 91.0);
+        let runs = find_runs(&[a.clone(), b.clone(), a.join("ce-0-s1")]).unwrap();
+        let names: Vec<String> = runs
+            .iter()
+            .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["b-sweep/ce-0-s1", "b-sweep/scd-30-s2", "a-extra/scd-100-s1"]
+        );
+        let r = Report::from_paths(&[a, b]).unwrap();
+        let labels: Vec<String> = r.groups.iter().map(Group::label).collect();
+        assert_eq!(labels, ["ce", "scd beta=30.0", "scd beta=100.0"]);
     }
 
     #[test]
