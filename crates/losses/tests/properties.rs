@@ -270,7 +270,7 @@ fn params_default_to_methods_md_and_reject_unknown_fields() {
     let m = Method::with_defaults("scd").unwrap();
     assert_eq!(
         serde_json::to_value(&m).unwrap(),
-        json!({"method": "scd", "params": {"beta": 100.0, "target": "next", "attention": "sq_mean"}})
+        json!({"method": "scd", "params": {"beta": 30.0, "target": "deepest", "attention": "sq_mean"}})
     );
     assert_eq!(
         serde_json::to_value(Method::with_defaults("kd").unwrap()).unwrap()["params"],

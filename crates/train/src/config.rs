@@ -358,7 +358,8 @@ mod tests {
         assert!(c.optim.nesterov);
         assert_eq!(c.optim.weight_decay, 5e-4);
         assert_eq!(c.batch_size, 128);
-        assert_eq!(c.loss["beta"], 100.0);
+        assert_eq!(c.loss["beta"], 30.0);
+        assert_eq!(c.loss["target"], "deepest");
         let o = TrainConfig::for_method("dml").unwrap();
         assert_eq!(o.total_epochs(), 300);
         assert_eq!(o.schedule.milestones, Some(vec![150, 225]));
@@ -419,7 +420,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.epochs, Some(3));
         assert_eq!(c.loss["beta"], 7.0);
-        assert_eq!(c.loss["target"], "next");
+        assert_eq!(c.loss["target"], "deepest");
         let text = c.to_ron();
         let back = TrainConfig::from_ron_str(&text, "printed").unwrap();
         assert_eq!(back, c, "{text}");
