@@ -975,7 +975,7 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
         self.checkpoint("last")?;
         let terms_txt: Vec<String> = sums
             .iter()
-            .map(|(n, s)| format!("{n} {:.4}", s / steps))
+            .map(|(n, s)| format!("{n} {}", fmt_term(s / steps, 4)))
             .collect();
         self.log.info(&format!(
             "epoch {}/{epochs}: lr {lr:.4e}, loss {:.4} ({}), train acc {train_acc:.2}%, test \
@@ -1183,7 +1183,7 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
             format!("{:e}", lr as f32),
             format!("{loss:.6}"),
         ];
-        row.extend(terms.iter().map(|(_, v)| format!("{v:.6}")));
+        row.extend(terms.iter().map(|(_, v)| fmt_term(*v, 6)));
         row.push(format!("{train_acc:.4}"));
         row.extend(test_acc.iter().map(|a| format!("{a:.4}")));
         row.extend([format!("{ips:.1}"), format!("{secs:.2}")]);
@@ -1389,9 +1389,34 @@ fn count_correct(z: &[f32], k: usize, labels: &[usize]) -> usize {
         .count()
 }
 
+/// A loss term's epoch mean for the log and `metrics.csv`: `decimals` decimals, or scientific
+/// notation with `decimals − 1` significant digits below 1e-3, so a small term keeps its
+/// digits (DDGSD's MMD term is ~5e-6 and would print as 0.0000).
+fn fmt_term(v: f64, decimals: usize) -> String {
+    if v != 0.0 && v.abs() < 1e-3 {
+        format!("{v:.*e}", decimals.saturating_sub(2))
+    } else {
+        format!("{v:.decimals$}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_terms_keep_their_digits() {
+        assert_eq!(fmt_term(0.43471, 4), "0.4347");
+        assert_eq!(fmt_term(0.0, 4), "0.0000");
+        assert_eq!(fmt_term(3.456e-6, 4), "3.46e-6");
+        assert_eq!(fmt_term(-2.0e-4, 4), "-2.00e-4");
+        assert_eq!(fmt_term(5.123456e-6, 6), "5.1235e-6");
+        assert_eq!(
+            "5.1235e-6".parse::<f64>(),
+            Ok(5.1235e-6),
+            "metrics.csv stays numeric"
+        );
+    }
 
     #[test]
     fn time_stamp_is_well_formed() {
