@@ -1411,11 +1411,10 @@ mod tests {
         assert_eq!(fmt_term(3.456e-6, 4), "3.46e-6");
         assert_eq!(fmt_term(-2.0e-4, 4), "-2.00e-4");
         assert_eq!(fmt_term(5.123456e-6, 6), "5.1235e-6");
-        assert_eq!(
-            "5.1235e-6".parse::<f64>(),
-            Ok(5.1235e-6),
-            "metrics.csv stays numeric"
-        );
+        let back: f64 = fmt_term(5.123456e-6, 6)
+            .parse()
+            .expect("metrics.csv stays numeric");
+        assert!((back - 5.1235e-6).abs() < 1e-12, "{back}");
     }
 
     #[test]
