@@ -244,6 +244,9 @@ pub struct Report {
     pub groups: Vec<Group>,
     /// The settings that differ between groups.
     pub varying: Vec<String>,
+    /// Run folders found but left out: no finished invocation or epoch yet (a sweep in
+    /// progress), or unreadable. Listed under the table so it does not pass for complete.
+    pub skipped: Vec<PathBuf>,
 }
 
 impl Report {
@@ -301,20 +304,30 @@ impl Report {
                     .unwrap_or_else(|| a.settings.len().cmp(&b.settings.len()))
             })
         });
-        Ok(Self { groups, varying })
+        Ok(Self {
+            groups,
+            varying,
+            skipped: Vec::new(),
+        })
     }
 
     /// Loads every run under `paths` (see [`find_runs`]); runs without `summary.json` are
     /// skipped with a warning.
     pub fn from_paths(paths: &[PathBuf]) -> Result<Self> {
-        let mut runs = Vec::new();
+        let (mut runs, mut skipped) = (Vec::new(), Vec::new());
         for dir in find_runs(paths)? {
             match RunRecord::load(&dir) {
                 Ok(r) => runs.push(r),
-                Err(e) => log::warn!("skipping {}: {e:#}", dir.display()),
+                Err(e) => {
+                    log::warn!("skipping {}: {e:#}", dir.display());
+                    skipped.push(dir);
+                }
             }
         }
-        Self::new(runs)
+        Ok(Self {
+            skipped,
+            ..Self::new(runs)?
+        })
     }
 
     /// The markdown table: one row per group and entry.
@@ -436,6 +449,15 @@ impl Report {
         for g in &self.groups {
             for r in &g.runs {
                 let _ = writeln!(text, "- `{}`", r.dir.display());
+            }
+        }
+        if !self.skipped.is_empty() {
+            text.push_str(
+                "\nNot in the table (no finished epoch in a finished invocation yet, or \
+                 unreadable; see the report's warnings):\n\n",
+            );
+            for d in &self.skipped {
+                let _ = writeln!(text, "- `{}`", d.display());
             }
         }
         std::fs::write(md, text).with_context(|| format!("writing {}", md.display()))?;
@@ -752,10 +774,18 @@ mod tests {
         v["students"] = serde_json::json!([]);
         v["epochs_done"] = serde_json::json!(0);
         std::fs::write(&s3, v.to_string()).unwrap();
-        let r = Report::from_paths(&[students]).unwrap();
+        let r = Report::from_paths(std::slice::from_ref(&students)).unwrap();
         assert_eq!(r.groups.len(), 1);
         assert_eq!(r.groups[0].runs.len(), 2);
         assert!(r.varying.is_empty(), "{:?}", r.varying);
+        // ...and listed under the table, so a sweep in progress does not pass for complete.
+        assert_eq!(r.skipped, [students.join("kd-0-s3")]);
+        let md = root.join("out/report.md");
+        r.write(&md, "t").unwrap();
+        let text = std::fs::read_to_string(&md).unwrap();
+        let tail = text.split("Not in the table").nth(1).expect(&text);
+        assert!(tail.contains("kd-0-s3"), "{text}");
+        assert!(!tail.contains("kd-0-s1"), "{text}");
     }
 
     #[test]
