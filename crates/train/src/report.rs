@@ -311,8 +311,8 @@ impl Report {
         })
     }
 
-    /// Loads every run under `paths` (see [`find_runs`]); runs without `summary.json` are
-    /// skipped with a warning.
+    /// Loads every run under `paths` (see [`find_runs`]); runs without `summary.json` (or
+    /// without a finished epoch) are skipped with a warning and kept in `skipped`.
     pub fn from_paths(paths: &[PathBuf]) -> Result<Self> {
         let (mut runs, mut skipped) = (Vec::new(), Vec::new());
         for dir in find_runs(paths)? {
@@ -453,8 +453,8 @@ impl Report {
         }
         if !self.skipped.is_empty() {
             text.push_str(
-                "\nNot in the table (no finished epoch in a finished invocation yet, or \
-                 unreadable; see the report's warnings):\n\n",
+                "\nNot in the table (still running, not past an epoch, or unreadable; see the \
+                 report's warnings):\n\n",
             );
             for d in &self.skipped {
                 let _ = writeln!(text, "- `{}`", d.display());

@@ -950,19 +950,11 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
             self.state.best_test_acc = test_acc.clone();
             self.best_epoch_acc = self.last_epoch_acc.clone();
         }
-        self.write_metrics(
-            epoch + 1,
-            lr,
+        let (loss, terms): (f64, Vec<(&str, f64)>) = (
             total_sum / steps,
-            &sums
-                .iter()
-                .map(|(n, s)| (n.as_str(), s / steps))
-                .collect::<Vec<_>>(),
-            train_acc,
-            &test_acc,
-            ips,
-            secs,
-        )?;
+            sums.iter().map(|(n, s)| (n.as_str(), s / steps)).collect(),
+        );
+        self.write_metrics(epoch + 1, lr, loss, &terms, train_acc, &test_acc, ips, secs)?;
         if let Err(e) = crate::plot::run_plots(&self.run_dir) {
             self.log.error(&format!("plots not drawn: {e:#}"));
         }
@@ -973,15 +965,15 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
             self.checkpoint("best")?;
         }
         self.checkpoint("last")?;
-        let terms_txt: Vec<String> = sums
+        let terms_txt: Vec<String> = terms
             .iter()
-            .map(|(n, s)| format!("{n} {}", fmt_term(s / steps, 4)))
+            .map(|(n, v)| format!("{n} {}", fmt_term(*v, 4)))
             .collect();
         self.log.info(&format!(
-            "epoch {}/{epochs}: lr {lr:.4e}, loss {:.4} ({}), train acc {train_acc:.2}%, test \
+            "epoch {}/{epochs}: lr {lr:.4e}, loss {} ({}), train acc {train_acc:.2}%, test \
              acc {}, {ips:.0} images/s, {secs:.1}s",
             epoch + 1,
-            total_sum / steps,
+            fmt_term(loss, 4),
             terms_txt.join(", "),
             self.students
                 .iter()
@@ -1181,7 +1173,7 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
         let mut row = vec![
             epoch.to_string(),
             format!("{:e}", lr as f32),
-            format!("{loss:.6}"),
+            fmt_term(loss, 6),
         ];
         row.extend(terms.iter().map(|(_, v)| fmt_term(*v, 6)));
         row.push(format!("{train_acc:.4}"));
@@ -1389,7 +1381,7 @@ fn count_correct(z: &[f32], k: usize, labels: &[usize]) -> usize {
         .count()
 }
 
-/// A loss term's epoch mean for the log and `metrics.csv`: `decimals` decimals, or scientific
+/// A loss (or loss term) epoch mean for the log and `metrics.csv`: `decimals` decimals, or scientific
 /// notation with `decimals − 1` significant digits below 1e-3, so a small term keeps its
 /// digits (DDGSD's MMD term is ~5e-6 and would print as 0.0000).
 fn fmt_term(v: f64, decimals: usize) -> String {
