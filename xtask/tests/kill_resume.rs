@@ -81,6 +81,17 @@ fn sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert_eq!(epochs_done(&run_b), Some(1));
+    // The summary of the killed run says where it stands (`cargo xtask report` shows it as
+    // incomplete).
+    let summary = |run: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+    };
+    let s = summary(&run_b);
+    assert_eq!(
+        (s["epochs_done"].as_u64(), s["epochs"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(s["last"]["epoch"].as_u64(), Some(1));
 
     let status = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["train", "--no-progress", "--resume"])
@@ -95,6 +106,12 @@ fn sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run() {
         let x = std::fs::read(run_a.join("checkpoints/last").join(f)).unwrap();
         let y = std::fs::read(run_b.join("checkpoints/last").join(f)).unwrap();
         assert!(x == y, "{f} differs after kill and resume");
+    }
+    // The same accuracies as the run left alone.
+    let (sa, sb) = (summary(&run_a), summary(&run_b));
+    assert_eq!(sb["epochs_done"].as_u64(), Some(3));
+    for k in ["best", "last"] {
+        assert_eq!(sa[k], sb[k], "{k}");
     }
     // One metrics row per epoch, and the plots of the finished run.
     let csv = std::fs::read_to_string(run_b.join("metrics.csv")).unwrap();

@@ -49,7 +49,7 @@ impl RunRecord {
         let path = dir.join("summary.json");
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
-                "reading {} (the run has not finished an invocation; resume it with \
+                "reading {} (the run has not finished an epoch; resume it with \
                  `cargo xtask train --resume {}`)",
                 path.display(),
                 dir.display()
@@ -244,7 +244,7 @@ pub struct Report {
     pub groups: Vec<Group>,
     /// The settings that differ between groups.
     pub varying: Vec<String>,
-    /// Run folders found but left out: no finished invocation or epoch yet (a sweep in
+    /// Run folders found but left out: no finished epoch yet (a sweep in
     /// progress), or unreadable. Listed under the table so it does not pass for complete.
     pub skipped: Vec<PathBuf>,
 }
@@ -453,7 +453,7 @@ impl Report {
         }
         if !self.skipped.is_empty() {
             text.push_str(
-                "\nNot in the table (still running, not past an epoch, or unreadable; see the \
+                "\nNot in the table (no epoch finished yet, or unreadable; see the \
                  report's warnings):\n\n",
             );
             for d in &self.skipped {

@@ -11,7 +11,9 @@
 //! - `summary.json`: the best and last test accuracy per reported entry: every student (BYOT:
 //!   every exit; OKDDip: peers, then the leader), then `ensemble` (mean of the students'
 //!   logits) and `fused` (FFL/MFEF) where they exist (`METHODS.md`: "Report both the best and
-//!   the last test accuracy, per student, per exit and for the ensemble");
+//!   the last test accuracy, per student, per exit and for the ensemble"), with epochs done
+//!   of the total, throughput and wall time; rewritten after every epoch's checkpoint, so a
+//!   run killed mid-way is reported as incomplete;
 //! - `eval-<checkpoint>.json`: written by [`evaluate_run`].
 //!
 //! The model is built from the method's [`Recipe`]: a plain network, BYOT exits, ONE's gate,
@@ -722,8 +724,6 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
 
     fn run(mut self) -> Result<RunResult> {
         let epochs = self.cfg.total_epochs();
-        let mut images = 0usize;
-        let mut seconds = 0f64;
         let mut ran = 0;
         let epoch_bar = self.bar(epochs as u64, "epochs");
         epoch_bar.set_position(self.state.epochs_done as u64);
@@ -750,11 +750,9 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
                 ));
                 break;
             }
-            let Some((n, s)) = self.epoch(self.state.epochs_done)? else {
+            if !self.epoch(self.state.epochs_done)? {
                 break;
-            };
-            images += n;
-            seconds += s;
+            }
             ran += 1;
             epoch_bar.inc(1);
             epoch_bar.set_message(format!(
@@ -763,46 +761,7 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
             ));
         }
         epoch_bar.finish_and_clear();
-        let summary = Summary {
-            method: self.cfg.method.clone(),
-            dataset: self.cfg.dataset.clone(),
-            arch: self.cfg.arch_name().into(),
-            seed: self.cfg.seed,
-            students: self.students.clone(),
-            epochs_done: self.state.epochs_done,
-            epochs,
-            best: self.best_epoch_acc.clone().unwrap_or(EpochAcc {
-                epoch: 0,
-                test_acc: Vec::new(),
-            }),
-            last: self.last_epoch_acc.clone().unwrap_or(EpochAcc {
-                epoch: 0,
-                test_acc: Vec::new(),
-            }),
-            images_per_s: if seconds > 0.0 {
-                images as f64 / seconds
-            } else {
-                0.0
-            },
-            seconds: 0.0,
-        };
-        // Over every epoch of the run, not only this invocation's.
-        let mut summary = summary;
-        if let Ok(m) = crate::metrics::Metrics::load(&self.run_dir) {
-            if let (Some(ips), Some(secs)) = (m.column("images_per_s"), m.column("seconds")) {
-                if !ips.is_empty() {
-                    summary.images_per_s = ips.iter().sum::<f64>() / ips.len() as f64;
-                    summary.seconds = secs.iter().sum();
-                }
-            }
-            if let Err(e) = crate::plot::run_plots(&self.run_dir) {
-                self.log.error(&format!("plots not drawn: {e:#}"));
-            }
-        }
-        std::fs::write(
-            self.run_dir.join("summary.json"),
-            serde_json::to_string_pretty(&summary)?,
-        )?;
+        let summary = self.write_summary()?;
         self.log.info(&format!(
             "done: {} of {} epochs; last test accuracy {:?} (epoch {}), best {:?} (epoch {})",
             summary.epochs_done,
@@ -818,9 +777,46 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
         })
     }
 
-    /// One training epoch, its evaluation, the metrics row and the checkpoints. Returns the
-    /// images processed and the training seconds.
-    fn epoch(&mut self, epoch: usize) -> Result<Option<(usize, f64)>> {
+    /// Writes `summary.json` from the run's state and `metrics.csv` (throughput and wall time
+    /// over every epoch of the run, not only this invocation's) and returns it. Written after
+    /// every epoch's `last` checkpoint, so a killed run is reported as incomplete (and a
+    /// sweep never skips a run whose checkpoint is behind its summary).
+    fn write_summary(&self) -> Result<Summary> {
+        let none = || EpochAcc {
+            epoch: 0,
+            test_acc: Vec::new(),
+        };
+        let (mut images_per_s, mut seconds) = (0.0, 0.0);
+        if let Ok(m) = crate::metrics::Metrics::load(&self.run_dir) {
+            if let (Some(ips), Some(secs)) = (m.column("images_per_s"), m.column("seconds")) {
+                if !ips.is_empty() {
+                    images_per_s = ips.iter().sum::<f64>() / ips.len() as f64;
+                    seconds = secs.iter().sum();
+                }
+            }
+        }
+        let summary = Summary {
+            method: self.cfg.method.clone(),
+            dataset: self.cfg.dataset.clone(),
+            arch: self.cfg.arch_name().into(),
+            seed: self.cfg.seed,
+            students: self.students.clone(),
+            epochs_done: self.state.epochs_done,
+            epochs: self.cfg.total_epochs(),
+            best: self.best_epoch_acc.clone().unwrap_or_else(none),
+            last: self.last_epoch_acc.clone().unwrap_or_else(none),
+            images_per_s,
+            seconds,
+        };
+        let path = self.run_dir.join("summary.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(summary)
+    }
+
+    /// One training epoch, its evaluation, the metrics row, the checkpoints and the summary.
+    /// Returns false when interrupted inside the epoch (its partial state is checkpointed).
+    fn epoch(&mut self, epoch: usize) -> Result<bool> {
         let epochs = self.cfg.total_epochs();
         let lr = self.cfg.schedule.lr_at(self.cfg.optim.lr, epoch, epochs);
         let batches = self.train.batches_per_epoch();
@@ -925,7 +921,7 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
                     step + 1,
                     self.run_dir.display()
                 ));
-                return Ok(None);
+                return Ok(false);
             }
         }
         bar.finish_and_clear();
@@ -965,6 +961,7 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
             self.checkpoint("best")?;
         }
         self.checkpoint("last")?;
+        self.write_summary()?;
         let terms_txt: Vec<String> = terms
             .iter()
             .map(|(n, v)| format!("{n} {}", fmt_term(*v, 4)))
@@ -982,7 +979,7 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        Ok(Some((images_here, train_secs)))
+        Ok(true)
     }
 
     /// A progress bar under the run's others (hidden without a terminal or with progress off).
