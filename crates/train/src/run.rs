@@ -698,19 +698,7 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        let summary = Summary {
-            method: self.cfg.method.clone(),
-            dataset: self.cfg.dataset.clone(),
-            arch: self.cfg.arch_name().into(),
-            seed: self.cfg.seed,
-            students: self.students.clone(),
-            epochs_done: self.state.epochs_done,
-            epochs: self.cfg.total_epochs(),
-            best: last.clone(),
-            last,
-            images_per_s: 0.0,
-            seconds: 0.0,
-        };
+        let summary = self.summary(last.clone(), last, 0.0, 0.0);
         std::fs::write(
             self.run_dir
                 .join(format!("eval-{}.json", self.checkpoint_name)),
@@ -777,6 +765,23 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
         })
     }
 
+    /// The run's summary at its current epoch with these accuracies and timings.
+    fn summary(&self, best: EpochAcc, last: EpochAcc, images_per_s: f64, seconds: f64) -> Summary {
+        Summary {
+            method: self.cfg.method.clone(),
+            dataset: self.cfg.dataset.clone(),
+            arch: self.cfg.arch_name().into(),
+            seed: self.cfg.seed,
+            students: self.students.clone(),
+            epochs_done: self.state.epochs_done,
+            epochs: self.cfg.total_epochs(),
+            best,
+            last,
+            images_per_s,
+            seconds,
+        }
+    }
+
     /// Writes `summary.json` from the run's state and `metrics.csv` (throughput and wall time
     /// over every epoch of the run, not only this invocation's) and returns it. Written after
     /// every epoch's `last` checkpoint, so a killed run is reported as incomplete (and a
@@ -795,19 +800,12 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
                 }
             }
         }
-        let summary = Summary {
-            method: self.cfg.method.clone(),
-            dataset: self.cfg.dataset.clone(),
-            arch: self.cfg.arch_name().into(),
-            seed: self.cfg.seed,
-            students: self.students.clone(),
-            epochs_done: self.state.epochs_done,
-            epochs: self.cfg.total_epochs(),
-            best: self.best_epoch_acc.clone().unwrap_or_else(none),
-            last: self.last_epoch_acc.clone().unwrap_or_else(none),
+        let summary = self.summary(
+            self.best_epoch_acc.clone().unwrap_or_else(none),
+            self.last_epoch_acc.clone().unwrap_or_else(none),
             images_per_s,
             seconds,
-        };
+        );
         let path = self.run_dir.join("summary.json");
         std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
