@@ -783,9 +783,9 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
     }
 
     /// Writes `summary.json` from the run's state and `metrics.csv` (throughput and wall time
-    /// over every epoch of the run, not only this invocation's) and returns it. Written after
-    /// every epoch's `last` checkpoint, so a killed run is reported as incomplete (and a
-    /// sweep never skips a run whose checkpoint is behind its summary).
+    /// over every epoch of the run, not only this invocation's) and returns it. Written (by
+    /// rename) after every epoch's `last` checkpoint, so a killed run is reported as
+    /// incomplete, and a sweep never skips a run whose checkpoint is behind its summary.
     fn write_summary(&self) -> Result<Summary> {
         let none = || EpochAcc {
             epoch: 0,
@@ -807,8 +807,7 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
             seconds,
         );
         let path = self.run_dir.join("summary.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_replacing(&path, &serde_json::to_string_pretty(&summary)?)?;
         Ok(summary)
     }
 
@@ -1315,11 +1314,20 @@ fn drop_metrics_after(path: &Path, epochs_done: usize) -> Result<()> {
         .map(|(_, l)| l)
         .collect();
     if kept.len() != text.lines().count() {
-        let tmp = path.with_extension("csv.tmp");
-        std::fs::write(&tmp, kept.join("\n") + "\n")?;
-        std::fs::rename(&tmp, path)?;
+        write_replacing(path, &(kept.join("\n") + "\n"))?;
     }
     Ok(())
+}
+
+/// Writes `text` to `<path>.tmp` and renames it over `path`, so a kill leaves the old file or
+/// the new one, never a truncated one.
+fn write_replacing(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Names of `n` evaluated logits of a model of `structure`.
