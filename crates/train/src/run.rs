@@ -126,8 +126,8 @@ pub struct PartialEpoch {
     pub images: usize,
 }
 
-/// Test accuracy at one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Test accuracy at one epoch (the default, epoch 0 with no accuracies: none yet).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochAcc {
     /// 1-based.
     pub epoch: usize,
@@ -699,10 +699,11 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
                 .join(", ")
         ));
         let summary = self.summary(last.clone(), last, 0.0, 0.0);
-        std::fs::write(
-            self.run_dir
+        write_replacing(
+            &self
+                .run_dir
                 .join(format!("eval-{}.json", self.checkpoint_name)),
-            serde_json::to_string_pretty(&summary)?,
+            &serde_json::to_string_pretty(&summary)?,
         )?;
         Ok(RunResult {
             run_dir: self.run_dir,
@@ -787,10 +788,6 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
     /// rename) after every epoch's `last` checkpoint, so a killed run is reported as
     /// incomplete, and a sweep never skips a run whose checkpoint is behind its summary.
     fn write_summary(&self) -> Result<Summary> {
-        let none = || EpochAcc {
-            epoch: 0,
-            test_acc: Vec::new(),
-        };
         let (mut images_per_s, mut seconds) = (0.0, 0.0);
         if let Ok(m) = crate::metrics::Metrics::load(&self.run_dir) {
             if let (Some(ips), Some(secs)) = (m.column("images_per_s"), m.column("seconds")) {
@@ -801,8 +798,8 @@ impl<D: TrainDevice, M: Trainable<D>> Trainer<M, D> {
             }
         }
         let summary = self.summary(
-            self.best_epoch_acc.clone().unwrap_or_else(none),
-            self.last_epoch_acc.clone().unwrap_or_else(none),
+            self.best_epoch_acc.clone().unwrap_or_default(),
+            self.last_epoch_acc.clone().unwrap_or_default(),
             images_per_s,
             seconds,
         );
@@ -1384,9 +1381,9 @@ fn count_correct(z: &[f32], k: usize, labels: &[usize]) -> usize {
         .count()
 }
 
-/// A loss (or loss term) epoch mean for the log and `metrics.csv`: `decimals` decimals, or scientific
-/// notation with `decimals − 1` significant digits below 1e-3, so a small term keeps its
-/// digits (DDGSD's MMD term is ~5e-6 and would print as 0.0000).
+/// A loss (or loss term) epoch mean for the log and `metrics.csv`: `decimals` decimals, or
+/// scientific notation with `decimals − 1` significant digits below 1e-3, so a small term
+/// keeps its digits (DDGSD's MMD term is ~5e-6 and would print as 0.0000).
 fn fmt_term(v: f64, decimals: usize) -> String {
     if v != 0.0 && v.abs() < 1e-3 {
         format!("{v:.*e}", decimals.saturating_sub(2))
