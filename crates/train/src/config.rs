@@ -332,6 +332,28 @@ impl TrainConfig {
     pub fn total_epochs(&self) -> usize {
         self.epochs.unwrap_or(200)
     }
+
+    /// A warning when the consistency ramp (`loss.ramp_epochs`, `R` of `METHODS.md`; ONE,
+    /// OKDDip, FFL, MFEF) is not shorter than the run: the distillation terms then never reach
+    /// their full weight. It names the weight of the last epoch and the paper's `R` (80 of 300
+    /// epochs) scaled to this run.
+    pub fn ramp_warning(&self) -> Result<Option<String>> {
+        let Some(r) = self.loss.get("ramp_epochs").and_then(Value::as_f64) else {
+            return Ok(None);
+        };
+        let epochs = self.total_epochs();
+        if r < epochs as f64 {
+            return Ok(None);
+        }
+        let paper_epochs = self.recipe()?.family.epochs() as f64;
+        let scaled = (r * epochs as f64 / paper_epochs).round().max(1.0);
+        let last = kd_losses::helpers::ramp(epochs.saturating_sub(1) as f32, r as f32);
+        Ok(Some(format!(
+            "loss.ramp_epochs = {r} is not shorter than the run ({epochs} epochs): the \
+             distillation terms reach only {last:.3} of their weight (last epoch); the paper's \
+             ramp ({r} of {paper_epochs} epochs) scaled to this run is loss.ramp_epochs={scaled}"
+        )))
+    }
 }
 
 /// `key=value` split at the first `=`, both sides trimmed; `None` without `=` or a key. The
@@ -345,6 +367,30 @@ pub fn key_value(assignment: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ramp_longer_than_the_run_is_named_with_its_scaled_length() {
+        let fifteen = |m: &str| {
+            TrainConfig::for_method(m)
+                .unwrap()
+                .with_overrides(&["epochs=15".into()])
+                .unwrap()
+        };
+        let w = fifteen("ffl").ramp_warning().unwrap().expect("a warning");
+        // ramp(14, 80) = exp(-5 (66/80)^2) = 0.0333; 80 * 15 / 300 = 4.
+        assert!(w.contains("reach only 0.033 "), "{w}");
+        assert!(w.ends_with("loss.ramp_epochs=4"), "{w}");
+        let short = fifteen("one")
+            .with_overrides(&["loss.ramp_epochs=4".into()])
+            .unwrap();
+        assert_eq!(short.ramp_warning().unwrap(), None);
+        assert_eq!(fifteen("dml").ramp_warning().unwrap(), None);
+        let full = TrainConfig::for_method("okddip")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(full.ramp_warning().unwrap(), None);
+    }
 
     #[test]
     fn defaults_follow_the_protocol() {

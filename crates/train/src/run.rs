@@ -180,16 +180,23 @@ impl RunLog {
         })
     }
 
-    fn info(&mut self, msg: &str) {
-        log::info!("{msg}");
+    /// `msg` to the terminal at `level` and to `log.txt`, after the time and `tag`.
+    fn write(&mut self, level: log::Level, tag: &str, msg: &str) {
+        log::log!(level, "{msg}");
         let t = self.start.elapsed().as_secs_f64();
-        let _ = writeln!(self.file, "[{t:9.1}s] {msg}");
+        let _ = writeln!(self.file, "[{t:9.1}s] {tag}{msg}");
+    }
+
+    fn info(&mut self, msg: &str) {
+        self.write(log::Level::Info, "", msg);
+    }
+
+    fn warn(&mut self, msg: &str) {
+        self.write(log::Level::Warn, "WARNING ", msg);
     }
 
     fn error(&mut self, msg: &str) {
-        log::error!("{msg}");
-        let t = self.start.elapsed().as_secs_f64();
-        let _ = writeln!(self.file, "[{t:9.1}s] ERROR {msg}");
+        self.write(log::Level::Error, "ERROR ", msg);
     }
 }
 
@@ -509,6 +516,9 @@ impl Setup {
         let mut log = RunLog::open(&run_dir.join("log.txt"))?;
         log.info(&format!("run folder {}", run_dir.display()));
         log.info(&format!("config:\n{}", cfg.to_ron()));
+        if let Some(w) = cfg.ramp_warning()? {
+            log.warn(&w);
+        }
         check_teacher_given(&cfg)?;
         let (train_set, test_set) = load_data(&cfg, opts)?;
         log.info(&format!(
