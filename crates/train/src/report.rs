@@ -77,6 +77,27 @@ impl RunRecord {
     pub fn headline(&self) -> usize {
         headline(&self.summary.students)
     }
+
+    /// The highest test accuracy of entry `i` over the finished epochs, from `metrics.csv`.
+    /// Each entry's own: the best checkpoint (`summary.best`) is the epoch where the run's
+    /// highest entry peaked, often the ensemble, not where each student did. Without the
+    /// column, the best checkpoint's value (the same thing for a one-entry run).
+    pub fn best_acc(&self, i: usize) -> Option<f64> {
+        let name = self.summary.students.get(i)?;
+        let column = self
+            .metrics
+            .as_ref()
+            .and_then(|m| Some((m.epochs(), m.column(&format!("test_acc_{name}"))?)));
+        match column {
+            Some((epochs, accs)) => epochs
+                .iter()
+                .zip(accs)
+                .filter(|(e, _)| **e <= self.summary.epochs_done as f64)
+                .map(|(_, a)| a)
+                .reduce(f64::max),
+            None => self.summary.best.test_acc.get(i).copied(),
+        }
+    }
 }
 
 /// The headline entry among `students` (see the module docs).
@@ -222,17 +243,16 @@ impl Group {
         s
     }
 
-    /// Best (or last) test accuracy of entry `i` of every run.
+    /// Best ([`RunRecord::best_acc`]) or last test accuracy of entry `i` of every run.
     fn accs(&self, i: usize, best: bool) -> Vec<f64> {
         self.runs
             .iter()
             .filter_map(|r| {
-                let e = if best {
-                    &r.summary.best
+                if best {
+                    r.best_acc(i)
                 } else {
-                    &r.summary.last
-                };
-                e.test_acc.get(i).copied()
+                    r.summary.last.test_acc.get(i).copied()
+                }
             })
             .collect()
     }
@@ -592,7 +612,7 @@ mod tests {
             epochs_done: 2,
             epochs: 2,
             best: EpochAcc {
-                epoch: 2,
+                epoch: 1,
                 test_acc: vec![best],
             },
             last: EpochAcc {
@@ -610,9 +630,8 @@ mod tests {
         std::fs::write(
             dir.join("metrics.csv"),
             format!(
-                "epoch,lr,loss,train_acc,test_acc_net,images_per_s,seconds\n1,0.1,1,50,{},100,1\n\
-                 2,0.1,1,60,{last},100,1\n",
-                best - 5.0
+                "epoch,lr,loss,train_acc,test_acc_net,images_per_s,seconds\n1,0.1,1,50,{best},100,1\n\
+                 2,0.1,1,60,{last},100,1\n"
             ),
         )
         .unwrap();
@@ -650,7 +669,7 @@ mod tests {
         assert_eq!(ce[0].1, 91.0);
         assert!((ce[0].2 - 2f64.sqrt()).abs() < 1e-9, "{ce:?}");
         let curves = r.curves_chart("t");
-        assert_eq!(curves.series[0].points, vec![(1.0, 86.0), (2.0, 90.0)]);
+        assert_eq!(curves.series[0].points, vec![(1.0, 91.0), (2.0, 90.0)]);
         let md_path = dir.path().join("out/cmp.md");
         let written = r.write(&md_path, "test").unwrap();
         assert_eq!(written.len(), 3);
@@ -786,6 +805,47 @@ mod tests {
         let tail = text.split("Not in the table").nth(1).expect(&text);
         assert!(tail.contains("kd-0-s3"), "{text}");
         assert!(!tail.contains("kd-0-s1"), "{text}");
+    }
+
+    #[test]
+    fn each_entry_reports_its_own_best_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_run(dir.path(), "dml", None, 1, 0.0, 0.0);
+        let run = dir.path().join("dml-0-s1");
+        let accs = |epoch, test_acc: &[f64]| EpochAcc {
+            epoch,
+            test_acc: test_acc.to_vec(),
+        };
+        let mut summary: Summary =
+            serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap())
+                .unwrap();
+        summary.students = vec!["student0".into(), "student1".into(), "ensemble".into()];
+        // The best checkpoint is epoch 2, where the ensemble peaked; student0 peaked at epoch 1.
+        summary.best = accs(2, &[90.0, 91.0, 92.0]);
+        summary.last = accs(2, &[90.0, 91.0, 92.0]);
+        std::fs::write(
+            run.join("summary.json"),
+            serde_json::to_string(&summary).unwrap(),
+        )
+        .unwrap();
+        // Epoch 3 was logged but not checkpointed (a kill in between): not counted.
+        std::fs::write(
+            run.join("metrics.csv"),
+            "epoch,lr,loss,train_acc,test_acc_student0,test_acc_student1,test_acc_ensemble,\
+             images_per_s,seconds\n1,0.1,1,50,93,89,91,100,1\n2,0.1,1,60,90,91,92,100,1\n\
+             3,0.1,1,60,99,99,99,100,1\n",
+        )
+        .unwrap();
+        let md = Report::from_paths(&[dir.path().to_path_buf()])
+            .unwrap()
+            .markdown();
+        for row in [
+            "| **student0** | 1 | 93.00 | 90.00 |",
+            "| student1 | 1 | 91.00 | 91.00 |",
+            "| ensemble | 1 | 92.00 | 92.00 |",
+        ] {
+            assert!(md.contains(row), "{row} in\n{md}");
+        }
     }
 
     #[test]
