@@ -622,19 +622,21 @@ mod tests {
             images_per_s: 100.0,
             seconds: 120.0,
         };
+        let metrics = format!(
+            "epoch,lr,loss,train_acc,test_acc_net,images_per_s,seconds\n1,0.1,1,50,{best},100,1\n\
+             2,0.1,1,60,{last},100,1\n"
+        );
+        write_results(&dir, &summary, &metrics);
+    }
+
+    /// Writes a run folder's `summary.json` and `metrics.csv`.
+    fn write_results(dir: &Path, summary: &Summary, metrics: &str) {
         std::fs::write(
             dir.join("summary.json"),
-            serde_json::to_string(&summary).unwrap(),
+            serde_json::to_string(summary).unwrap(),
         )
         .unwrap();
-        std::fs::write(
-            dir.join("metrics.csv"),
-            format!(
-                "epoch,lr,loss,train_acc,test_acc_net,images_per_s,seconds\n1,0.1,1,50,{best},100,1\n\
-                 2,0.1,1,60,{last},100,1\n"
-            ),
-        )
-        .unwrap();
+        std::fs::write(dir.join("metrics.csv"), metrics).unwrap();
     }
 
     #[test]
@@ -823,19 +825,14 @@ mod tests {
         // The best checkpoint is epoch 2, where the ensemble peaked; student0 peaked at epoch 1.
         summary.best = accs(2, &[90.0, 91.0, 92.0]);
         summary.last = accs(2, &[90.0, 91.0, 92.0]);
-        std::fs::write(
-            run.join("summary.json"),
-            serde_json::to_string(&summary).unwrap(),
-        )
-        .unwrap();
         // Epoch 3 was logged but not checkpointed (a kill in between): not counted.
-        std::fs::write(
-            run.join("metrics.csv"),
+        write_results(
+            &run,
+            &summary,
             "epoch,lr,loss,train_acc,test_acc_student0,test_acc_student1,test_acc_ensemble,\
              images_per_s,seconds\n1,0.1,1,50,93,89,91,100,1\n2,0.1,1,60,90,91,92,100,1\n\
              3,0.1,1,60,99,99,99,100,1\n",
-        )
-        .unwrap();
+        );
         let md = Report::from_paths(&[dir.path().to_path_buf()])
             .unwrap()
             .markdown();
