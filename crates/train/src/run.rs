@@ -147,7 +147,8 @@ pub struct Summary {
     pub epochs: usize,
     pub best: EpochAcc,
     pub last: EpochAcc,
-    /// Mean training throughput (images/s) over the run's epochs.
+    /// Mean training throughput over the run's epochs: network inputs (batch rows) per
+    /// second (`rows_per_anchor` of the method's sampler times the epoch's samples/s).
     pub images_per_s: f64,
     /// Wall time of the run's epochs (training and evaluation), summed over invocations.
     #[serde(default)]
