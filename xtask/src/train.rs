@@ -130,6 +130,9 @@ pub fn run(args: Args) -> Result<()> {
     sets.extend(args.sets.iter().cloned());
     let cfg = cfg.with_overrides(&sets)?;
     if args.print_config {
+        if let Some(w) = cfg.ramp_warning()? {
+            log::warn!("{w}");
+        }
         print!("{}", cfg.to_ron());
         return Ok(());
     }

@@ -68,6 +68,17 @@ fn epochs_flag_moves_the_default_milestones_of_a_config_file() {
 }
 
 #[test]
+fn print_config_warns_of_a_ramp_as_long_as_the_run() {
+    // FFL's ramp is 80 epochs (METHODS.md); at 15 epochs it is warned of, with R scaled to 4.
+    let (ok, text) = xtask(&["train", "ffl", "--epochs", "15", "--print-config"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("loss.ramp_epochs=4"), "{text}");
+    let (ok, text) = xtask(&["train", "ffl", "--epochs", "300", "--print-config"]);
+    assert!(ok, "{text}");
+    assert!(!text.contains("ramp_epochs = 80 is not shorter"), "{text}");
+}
+
+#[test]
 fn unknown_names_list_the_valid_ones() {
     let (ok, text) = xtask(&["train", "scd", "--dataset", "mnist", "--print-config"]);
     assert!(!ok);
