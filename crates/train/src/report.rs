@@ -722,32 +722,15 @@ mod tests {
         assert_eq!(only_ce.multi_row_note(), "");
         fake_run(root, "cskd", None, 1, 91.0, 91.0);
         fake_run(root, "dml", None, 1, 91.0, 91.0);
-        fake_run_with(
-            root,
-            "kdcl",
-            "3",
-            &[],
-            |c| c.students = Some(3),
-            1,
-            92.0,
-            92.0,
-        );
-        fake_run_with(
-            root,
-            "kdcl",
-            "3",
-            &[],
-            |c| c.students = Some(3),
-            2,
-            92.0,
-            92.0,
-        );
+        for seed in [1, 2] {
+            let three = |c: &mut TrainConfig| c.students = Some(3);
+            fake_run_with(root, "kdcl", "3", &[], three, seed, 92.0, 92.0);
+        }
         let r = Report::from_paths(&[root.to_path_buf()]).unwrap();
         let note = r.multi_row_note();
         assert!(
             note.ends_with(
-                "samples/s: cskd (2), kdcl (3); compare their cost with the \
-             others' by minutes."
+                "samples/s: cskd (2), kdcl (3); compare their cost with the others' by minutes."
             ),
             "{note}"
         );
