@@ -16,7 +16,6 @@
 use crate::config::TrainConfig;
 use crate::metrics::Metrics;
 use crate::plot::{Chart, Series};
-use crate::recipe::Recipe;
 use crate::run::Summary;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -358,7 +357,7 @@ impl Report {
         let mut seen: Vec<String> = Vec::new();
         for g in &self.groups {
             let cfg = g.cfg();
-            let Some(recipe) = Recipe::of(&cfg.method) else {
+            let Ok(recipe) = cfg.recipe() else {
                 continue;
             };
             let rows = recipe
