@@ -1,5 +1,7 @@
 //! `cargo xtask check <file|dir>...`: evaluates op cases (`"op"` key, `kd_ops`) and loss cases
 //! (`"method"` key, `kd_losses`), prints one line per case and fails on any mismatch.
+//! `--generic` runs the op cases through the device-generic compositions on the CPU (what the
+//! GPU runs), `--device cuda` on the GPU (op cases only).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -9,6 +11,66 @@ pub struct Args {
     /// Case files (.json) or folders of them.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+    /// Op cases through the device-generic compositions (`kd_ops::generic`) on the CPU.
+    #[arg(long)]
+    generic: bool,
+    /// Where op cases run: `cpu`, or `cuda` (builds with the `cuda` feature; loss cases are
+    /// then refused).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// How op cases are evaluated.
+#[derive(Clone, Copy)]
+pub enum OpPath {
+    /// The CPU kernels.
+    Cpu,
+    /// The device-generic compositions on the CPU.
+    Generic,
+    /// The GPU.
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+impl OpPath {
+    fn from_args(args: &Args) -> Result<Self> {
+        match (args.device.as_str(), args.generic) {
+            ("cpu", false) => Ok(Self::Cpu),
+            ("cpu", true) => Ok(Self::Generic),
+            #[cfg(feature = "cuda")]
+            ("cuda", false) => Ok(Self::Cuda),
+            ("cuda", true) => bail!("--generic is the CPU running the GPU's compositions; leave it out with --device cuda"),
+            (other, _) => bail!(kd_train::device::unavailable(other)),
+        }
+    }
+
+    fn op_case(
+        self,
+        name: &str,
+        case: &serde_json::Value,
+    ) -> Result<kd_ops::cases::Report, String> {
+        match self {
+            Self::Cpu => kd_ops::check_op_case(name, case),
+            Self::Generic => kd_ops::check_op_case_generic(name, case),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => {
+                use kd_train::device::TrainDevice;
+                thread_local! {
+                    static GPU: Result<kd_ops::dfdx::prelude::Cuda, String> =
+                        kd_ops::dfdx::prelude::Cuda::create(0).map_err(|e| format!("{e:#}"));
+                }
+                GPU.with(|dev| match dev {
+                    Ok(dev) => kd_ops::check_op_case_on(dev, name, case),
+                    Err(e) => Err(e.clone()),
+                })
+            }
+        }
+    }
+
+    /// Whether this path takes op cases only (loss cases run on the CPU kernels).
+    fn ops_only(self) -> bool {
+        !matches!(self, Self::Cpu)
+    }
 }
 
 fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -31,8 +93,8 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Evaluates one case file, returning its report line and whether it passed.
-pub fn check_file(path: &Path) -> (String, bool) {
+/// Evaluates one case file (op cases on `ops`), returning its report line and whether it passed.
+fn check_file_on(path: &Path, ops: OpPath) -> (String, bool) {
     let name = path.display().to_string();
     let value: serde_json::Value = match std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
@@ -42,7 +104,9 @@ pub fn check_file(path: &Path) -> (String, bool) {
         Err(e) => return (format!("FAIL  {name}: {e}"), false),
     };
     let report = if value.get("op").is_some() {
-        kd_ops::check_op_case(&name, &value)
+        ops.op_case(&name, &value)
+    } else if value.get("method").is_some() && ops.ops_only() {
+        Err("a loss case: --generic and --device apply to op cases only".to_string())
     } else if value.get("method").is_some() {
         kd_losses::check_loss_case(&name, &value)
     } else {
@@ -55,6 +119,7 @@ pub fn check_file(path: &Path) -> (String, bool) {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let ops = OpPath::from_args(&args)?;
     let mut files = Vec::new();
     for p in &args.paths {
         collect(p, &mut files)?;
@@ -64,7 +129,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut failed = 0;
     for f in &files {
-        let (line, ok) = check_file(f);
+        let (line, ok) = check_file_on(f, ops);
         println!("{line}");
         failed += usize::from(!ok);
     }

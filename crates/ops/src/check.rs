@@ -1,9 +1,10 @@
 //! Evaluation of the op cases of `FIXTURES.md` (`{"op", "params", "inputs", "probe",
-//! "expected": {"output", "grads"}, "tolerance"}`): the op runs on the CPU, its gradients are
-//! those of `sum(output · probe)`, and every value is compared with [`Report`].
+//! "expected": {"output", "grads"}, "tolerance"}`): the op runs on a device (the CPU unless
+//! [`check_op_case_on`] names another), its gradients are those of `sum(output · probe)`, and
+//! every value is compared with [`Report`].
 
 use crate::cases::{JsonTensor, Report, Tolerance};
-use crate::{generic, Conv2dCfg, Pool2dCfg, Shape4};
+use crate::{generic, Conv2dCfg, OpsDevice, Pool2dCfg, Shape4};
 use dfdx::prelude::*;
 use serde_json::Value;
 
@@ -18,19 +19,26 @@ pub const KNOWN_OPS: &[&str] = &[
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
-    Fast,
+    /// The public API: the device's own implementation.
+    Device,
+    /// The device-generic compositions of [`generic`], called directly.
     Generic,
 }
 
 /// Evaluates one op case through the public API on `Cpu` (the fast kernels) and returns the
 /// comparison report; `Err` for a malformed case or an unknown op (naming the known ones).
 pub fn check_op_case(name: &str, case: &Value) -> Result<Report, String> {
-    run_case(name, case, Path::Fast)
+    run_case(&Cpu::default(), name, case, Path::Device)
 }
 
 /// Like [`check_op_case`], through the device-generic compositions of [`generic`] on `Cpu`.
 pub fn check_op_case_generic(name: &str, case: &Value) -> Result<Report, String> {
-    run_case(name, case, Path::Generic)
+    run_case(&Cpu::default(), name, case, Path::Generic)
+}
+
+/// Like [`check_op_case`], through the public API on `dev` (e.g. `Cuda`: the GPU).
+pub fn check_op_case_on<D: OpsDevice>(dev: &D, name: &str, case: &Value) -> Result<Report, String> {
+    run_case(dev, name, case, Path::Device)
 }
 
 fn tensor(v: Option<&Value>, what: &str) -> Result<JsonTensor, String> {
@@ -70,10 +78,10 @@ fn pair_param(params: &Value, key: &str) -> Result<(usize, usize), String> {
     }
 }
 
-type GradOf = Box<dyn Fn(&Gradients<f32, Cpu>) -> Vec<f32>>;
-type Traced = Tensor<Shape4, f32, Cpu, OwnedTape<f32, Cpu>>;
+type GradOf<D> = Box<dyn Fn(&Gradients<f32, D>) -> Vec<f32>>;
+type Traced<D> = Tensor<Shape4, f32, D, OwnedTape<f32, D>>;
 
-fn run_case(name: &str, case: &Value, path: Path) -> Result<Report, String> {
+fn run_case<D: OpsDevice>(dev: &D, name: &str, case: &Value, path: Path) -> Result<Report, String> {
     let op = case
         .get("op")
         .and_then(Value::as_str)
@@ -97,15 +105,14 @@ fn run_case(name: &str, case: &Value, path: Path) -> Result<Report, String> {
     let want_out = tensor(expected.get("output"), "expected.output")?;
     let probe = tensor(case.get("probe"), "probe")?;
 
-    let dev = Cpu::default();
     let xj = tensor(inputs.get("x"), "inputs.x")?;
     let x = dev.tensor_from_vec(xj.to_f32("x")?, shape4(&xj, "inputs.x")?);
-    let fast = path == Path::Fast;
-    let mut grads_of: Vec<(&str, GradOf)> = Vec::new();
+    let fast = path == Path::Device;
+    let mut grads_of: Vec<(&str, GradOf<D>)> = Vec::new();
     let xg = x.clone();
     grads_of.push(("x", Box::new(move |g| g.get(&xg).as_vec())));
 
-    let out: Traced = match op {
+    let out: Traced<D> = match op {
         "conv2d" => {
             let wj = tensor(inputs.get("weight"), "inputs.weight")?;
             let w = dev.tensor_from_vec(wj.to_f32("weight")?, shape4(&wj, "inputs.weight")?);

@@ -25,7 +25,7 @@ pub use dfdx;
 pub use rayon;
 
 pub use channels::{concat_channels, split_channels};
-pub use check::{check_op_case, check_op_case_generic};
+pub use check::{check_op_case, check_op_case_generic, check_op_case_on};
 pub use conv::{conv2d, Conv2dCfg};
 pub use layers::{BatchNorm2d, Conv2d, Conv2dBiased};
 pub use malloc::{keep_large_allocations, KEEP_LARGE_ALLOCATIONS_ENV};
@@ -34,13 +34,32 @@ pub use pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d, Pool2dCfg};
 pub use upsample::upsample_bilinear2x;
 
 use dfdx::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static GENERIC_ON_CPU: AtomicBool = AtomicBool::new(false);
+
+/// Routes every op on `Cpu` through the device-generic compositions of [`generic`] (what `Cuda`
+/// runs) instead of the CPU kernels, to check and benchmark the GPU's formulation on a machine
+/// without a GPU (`cargo xtask bench models --generic`). Process-wide; off by default.
+pub fn set_generic_on_cpu(on: bool) {
+    GENERIC_ON_CPU.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`set_generic_on_cpu`] routes `Cpu` through the generic compositions.
+pub fn generic_on_cpu() -> bool {
+    GENERIC_ON_CPU.load(Ordering::Relaxed)
+}
 
 /// An NCHW shape with runtime sizes.
 pub type Shape4 = (usize, usize, usize, usize);
 
 /// A device the ops run on. Each method is the device's implementation of the public function
 /// of the same name without `_op` (call those instead).
-pub trait OpsDevice: Device<f32> {
+pub trait OpsDevice: Device<f32> + dfdx::tensor::Synchronize {
+    /// Whether dfdx's `slice` backward adds to the input's gradient. dfdx 0.13's CPU kernel
+    /// assigns instead (its CUDA kernel adds), so the generic ops slice a copy there (see
+    /// [`generic`]); a test checks this against dfdx.
+    const SLICE_GRAD_ADDS: bool;
     fn conv2d_op<T: Tape<f32, Self>>(
         x: Tensor<Shape4, f32, Self, T>,
         weight: &Tensor<Shape4, f32, Self>,
@@ -93,18 +112,25 @@ pub trait OpsDevice: Device<f32> {
 
 /// The CPU: fused multi-threaded kernels on the rayon pool.
 impl OpsDevice for Cpu {
+    const SLICE_GRAD_ADDS: bool = false;
     fn conv2d_op<T: Tape<f32, Self>>(
         x: Tensor<Shape4, f32, Self, T>,
         weight: &Tensor<Shape4, f32, Self>,
         bias: Option<&Tensor<(usize,), f32, Self>>,
         cfg: Conv2dCfg,
     ) -> Tensor<Shape4, f32, Self, T> {
+        if generic_on_cpu() {
+            return generic::conv2d(x, weight, bias, cfg);
+        }
         conv::conv2d_cpu(x, weight, bias, cfg)
     }
     fn max_pool2d_op<T: Tape<f32, Self>>(
         x: Tensor<Shape4, f32, Self, T>,
         cfg: Pool2dCfg,
     ) -> Tensor<Shape4, f32, Self, T> {
+        if generic_on_cpu() {
+            return generic::max_pool2d(x, cfg);
+        }
         let win = pool::Window::new(*x.shape(), cfg, "max_pool2d");
         pool::max_window_cpu(x, win)
     }
@@ -112,6 +138,9 @@ impl OpsDevice for Cpu {
         x: Tensor<Shape4, f32, Self, T>,
         cfg: Pool2dCfg,
     ) -> Tensor<Shape4, f32, Self, T> {
+        if generic_on_cpu() {
+            return generic::avg_pool2d(x, cfg);
+        }
         let win = pool::Window::new(*x.shape(), cfg, "avg_pool2d");
         pool::avg_window_cpu(x, win)
     }
@@ -119,24 +148,36 @@ impl OpsDevice for Cpu {
         x: Tensor<Shape4, f32, Self, T>,
         out: (usize, usize),
     ) -> Tensor<Shape4, f32, Self, T> {
+        if generic_on_cpu() {
+            return generic::adaptive_avg_pool2d(x, out);
+        }
         let st = pool::adaptive_stencil(*x.shape(), out);
         pool::weighted_cpu(x, st)
     }
     fn upsample_bilinear2x_op<T: Tape<f32, Self>>(
         x: Tensor<Shape4, f32, Self, T>,
     ) -> Tensor<Shape4, f32, Self, T> {
+        if generic_on_cpu() {
+            return generic::upsample_bilinear2x(x);
+        }
         let st = upsample::bilinear_stencil(*x.shape());
         pool::weighted_cpu(x, st)
     }
     fn concat_channels_op<T: Tape<f32, Self>>(
         xs: Vec<Tensor<Shape4, f32, Self, T>>,
     ) -> Tensor<Shape4, f32, Self, T> {
+        if generic_on_cpu() {
+            return generic::concat_channels(xs);
+        }
         channels::concat_cpu(xs)
     }
     fn split_channels_op<T: Tape<f32, Self>>(
         x: Tensor<Shape4, f32, Self, T>,
         sizes: &[usize],
     ) -> Vec<Tensor<Shape4, f32, Self, T>> {
+        if generic_on_cpu() {
+            return generic::split_channels(x, sizes);
+        }
         channels::split_cpu(x, sizes)
     }
     fn batch_norm2d_train_op<T: Tape<f32, Self>>(
@@ -147,6 +188,9 @@ impl OpsDevice for Cpu {
         running_var: &mut Tensor<(usize,), f32, Self>,
         cfg: BatchNormCfg,
     ) -> Tensor<Shape4, f32, Self, T> {
+        if generic_on_cpu() {
+            return generic::batch_norm2d_train(x, weight, bias, running_mean, running_var, cfg);
+        }
         norm::bn_train_cpu(x, weight, bias, running_mean, running_var, cfg)
     }
     fn batch_norm2d_eval_op<T: Tape<f32, Self>>(
@@ -157,12 +201,18 @@ impl OpsDevice for Cpu {
         running_var: &Tensor<(usize,), f32, Self>,
         cfg: BatchNormCfg,
     ) -> Tensor<Shape4, f32, Self, T> {
+        if generic_on_cpu() {
+            return generic::batch_norm2d_eval(x, weight, bias, running_mean, running_var, cfg);
+        }
         norm::bn_eval_cpu(x, weight, bias, running_mean, running_var, cfg)
     }
     fn add_relu_op<T: Tape<f32, Self>>(
         a: Tensor<Shape4, f32, Self, T>,
         b: Tensor<Shape4, f32, Self, T>,
     ) -> Tensor<Shape4, f32, Self, T> {
+        if generic_on_cpu() {
+            return generic::add_relu(a, b);
+        }
         norm::add_relu_cpu(a, b)
     }
 }
@@ -170,6 +220,7 @@ impl OpsDevice for Cpu {
 /// The GPU: compositions of dfdx ops ([`generic`]).
 #[cfg(feature = "cuda")]
 impl OpsDevice for Cuda {
+    const SLICE_GRAD_ADDS: bool = true;
     fn conv2d_op<T: Tape<f32, Self>>(
         x: Tensor<Shape4, f32, Self, T>,
         weight: &Tensor<Shape4, f32, Self>,

@@ -26,29 +26,6 @@ impl Pool2dCfg {
     }
 }
 
-pub(crate) fn max_stencil(x: Shape4, cfg: Pool2dCfg) -> Stencil {
-    Stencil::window(
-        (x.2, x.3),
-        cfg.kernel,
-        cfg.stride,
-        cfg.padding,
-        1.0,
-        "max_pool2d",
-    )
-}
-
-pub(crate) fn avg_stencil(x: Shape4, cfg: Pool2dCfg) -> Stencil {
-    let k2 = (cfg.kernel * cfg.kernel).max(1) as f32;
-    Stencil::window(
-        (x.2, x.3),
-        cfg.kernel,
-        cfg.stride,
-        cfg.padding,
-        1.0 / k2,
-        "avg_pool2d",
-    )
-}
-
 pub(crate) fn adaptive_stencil(x: Shape4, out: (usize, usize)) -> Stencil {
     Stencil::adaptive_avg((x.2, x.3), out)
 }

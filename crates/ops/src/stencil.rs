@@ -1,7 +1,7 @@
 //! A per-plane sparse linear map ("stencil"): output pixel `o` of every `(n, c)` plane reads the
-//! input pixels `idx[start[o]..start[o+1]]` of the same plane with weights `wt[..]`. Pooling and
-//! upsampling are stencils; the CPU kernels run them plane-parallel, and the generic path turns
-//! them into one `gather` (padded to the widest window) plus a weighted sum or a max.
+//! input pixels `idx[start[o]..start[o+1]]` of the same plane with weights `wt[..]`. Adaptive
+//! pooling and upsampling are stencils, which the CPU kernels run plane-parallel (the generic
+//! path composes them from slices instead, `generic::pool`).
 
 use crate::Shape4;
 use rayon::prelude::*;
@@ -72,34 +72,6 @@ impl Stencil {
         }
     }
 
-    /// A `k×k` window with `stride` and `padding`: every in-bounds pixel with weight `weight`
-    /// (padding contributes nothing, so an average with `weight = 1/k²` counts it as zeros).
-    pub fn window(
-        in_hw: (usize, usize),
-        k: usize,
-        stride: usize,
-        padding: usize,
-        weight: f32,
-        op: &str,
-    ) -> Self {
-        let (h, w) = in_hw;
-        let out_hw = window_out(in_hw, k, stride, padding, op);
-        Self::build(in_hw, out_hw, |oy, ox, v| {
-            for i in 0..k {
-                let y = (oy * stride + i) as isize - padding as isize;
-                if y < 0 || y >= h as isize {
-                    continue;
-                }
-                for j in 0..k {
-                    let x = (ox * stride + j) as isize - padding as isize;
-                    if x >= 0 && x < w as isize {
-                        v.push((((y as usize) * w + x as usize) as u32, weight));
-                    }
-                }
-            }
-        })
-    }
-
     /// PyTorch's adaptive average pooling windows: rows `⌊i·H/OH⌋ .. ⌈(i+1)·H/OH⌉`.
     pub fn adaptive_avg(in_hw: (usize, usize), out_hw: (usize, usize)) -> Self {
         let (h, w) = in_hw;
@@ -149,14 +121,6 @@ impl Stencil {
     pub fn out_len(&self) -> usize {
         self.out_hw.0 * self.out_hw.1
     }
-    /// The widest window.
-    pub fn width(&self) -> usize {
-        self.start
-            .windows(2)
-            .map(|s| s[1] - s[0])
-            .max()
-            .unwrap_or(0)
-    }
     pub fn out_shape(&self, x: Shape4) -> Shape4 {
         (x.0, x.1, self.out_hw.0, self.out_hw.1)
     }
@@ -193,28 +157,5 @@ impl Stencil {
                     }
                 }
             });
-    }
-
-    /// Gather indices into the flattened input with one extra slot (index `n·c·H·W`) for
-    /// padding, `width()` per output pixel, and the matching weights (0 for padding slots).
-    pub fn gather_table(&self, planes: usize) -> (Vec<usize>, Vec<f32>) {
-        let (il, ol, wd) = (self.in_len(), self.out_len(), self.width());
-        let pad = planes * il;
-        let mut idx = Vec::with_capacity(planes * ol * wd);
-        let mut wt = Vec::with_capacity(planes * ol * wd);
-        for q in 0..planes {
-            for k in 0..ol {
-                let r = self.start[k]..self.start[k + 1];
-                for (&i, &w) in self.idx[r.clone()].iter().zip(&self.wt[r.clone()]) {
-                    idx.push(q * il + i as usize);
-                    wt.push(w);
-                }
-                for _ in r.len()..wd {
-                    idx.push(pad);
-                    wt.push(0.0);
-                }
-            }
-        }
-        (idx, wt)
     }
 }

@@ -493,3 +493,24 @@ fn conv2d_batched_gemm_blocks_agree_with_generic() {
         }
     });
 }
+
+/// `OpsDevice::SLICE_GRAD_ADDS` says what dfdx's CPU slice backward does: a slice of `x` plus
+/// `x` itself must give `x` the gradient of both uses when it adds.
+#[test]
+fn slice_grad_adds_flag_matches_dfdx_on_the_cpu() {
+    use kd_ops::OpsDevice;
+    let dev = Cpu::default();
+    let x = dev.tensor_from_vec(vec![1.0f32, 2.0, 3.0], (3usize,));
+    let xt = x.leaky_trace();
+    let part = xt.retaped::<OwnedTape<f32, Cpu>>().slice((0..2,));
+    let y = part.sum::<(), _>() + xt.sum::<(), _>();
+    let g = y.backward().get(&x).as_vec();
+    let adds = g == [2.0, 2.0, 1.0];
+    assert!(adds || g == [1.0, 1.0, 1.0], "unexpected gradient {g:?}");
+    assert_eq!(
+        <Cpu as OpsDevice>::SLICE_GRAD_ADDS,
+        adds,
+        "dfdx's CPU slice backward {} now; update Cpu's SLICE_GRAD_ADDS",
+        if adds { "adds" } else { "assigns" }
+    );
+}
