@@ -3,10 +3,11 @@
 Times training steps (forward, cross-entropy, backward, SGD Nesterov 0.9 with weight decay
 5e-4) of the CIFAR ResNet-20 / ResNet-18 of ../shared/spec/ARCHITECTURES.md (3x3 stem, no
 max-pool, 1x1 conv + BN shortcut on shape change) at a given batch on the CPU with
-`torch.set_num_threads(--threads)`, and prints `{"torch": version, "images_per_s", "ms_per_step",
+`torch.set_num_threads(--threads)` (or on the GPU with `--device cuda`, synchronising before the
+clock is read), and prints `{"torch": version, "images_per_s", "ms_per_step",
 "peak_mb", "params"}` as JSON. Peak MB is the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs before the model is built) at the end of the timed steps, as on the Rust
-side; it includes libtorch itself.
+side; it includes libtorch itself. On the GPU it is `torch.cuda.max_memory_allocated`.
 """
 
 import argparse
@@ -82,7 +83,14 @@ def main():
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = p.parse_args()
+    dev = torch.device(a.device)
+    if a.device == "cuda":
+        # FP32 math on both sides: our cuBLAS SGEMM does not use TF32, which cuDNN's
+        # convolutions would by default.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     try:
@@ -90,26 +98,33 @@ def main():
             f.write("5")
     except OSError:
         pass
-    model = ARCHS[a.arch](a.classes)
+    model = ARCHS[a.arch](a.classes).to(dev)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    x = torch.randn(a.batch, 3, 32, 32)
-    y = torch.randint(0, a.classes, (a.batch,))
+    x = torch.randn(a.batch, 3, 32, 32, device=dev)
+    y = torch.randint(0, a.classes, (a.batch,), device=dev)
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
 
     def step():
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
+        return loss.item()  # read back every step, as our trainer (and torchdistill's loop) does
 
     for _ in range(a.warmup):
         step()
+    sync()
     t = time.perf_counter()
     for _ in range(a.steps):
         step()
+    sync()
     secs = time.perf_counter() - t
-    hwm = proc_kb("VmHWM:")
-    peak = hwm / 1024.0 if hwm is not None else None
+    if a.device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        hwm = proc_kb("VmHWM:")
+        peak = hwm / 1024.0 if hwm is not None else None
     print(json.dumps({
         "torch": torch.__version__,
         "images_per_s": a.batch * a.steps / secs,
