@@ -111,6 +111,10 @@ pub struct BundleArgs {
     /// Skip loading the bundled binary with the toolkit's libcuda stub afterwards.
     #[arg(long)]
     no_verify: bool,
+    /// Also build kd-ops's GPU-against-CPU test (`crates/ops/tests/cuda.rs`) into `tests/`
+    /// (`bench/gpu_acceptance.sh` runs it).
+    #[arg(long)]
+    with_tests: bool,
 }
 
 /// Every occurrence in `bytes` of a path starting with `prefix`, up to the first byte that
@@ -181,21 +185,49 @@ pub fn bundle(args: BundleArgs) -> Result<()> {
         root.display(),
         target.display()
     );
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(&ws)
-        .env("PATH", path)
-        .env("CUDA_ROOT", &root)
-        .env("CUDA_PATH", &root)
-        .env("CUDA_COMPUTE_CAP", args.compute_cap.to_string())
-        .env("LIBRARY_PATH", library_path)
-        .args(["build", "--release", "-p", "xtask", "--features", "cuda"])
-        .arg("--target-dir")
-        .arg(&target)
+    let cap = args.compute_cap.to_string();
+    let cargo = |cargo_args: &[&str]| {
+        let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        c.current_dir(&ws)
+            .env("PATH", &path)
+            .env("CUDA_ROOT", &root)
+            .env("CUDA_PATH", &root)
+            .env("CUDA_COMPUTE_CAP", &cap)
+            .env("LIBRARY_PATH", &library_path)
+            .args(cargo_args)
+            .arg("--target-dir")
+            .arg(&target);
+        c
+    };
+    let status = cargo(&["build", "--release", "-p", "xtask", "--features", "cuda"])
         .status()
         .context("running cargo")?;
     if !status.success() {
         bail!("the CUDA build failed (see cargo's output above)");
     }
+    let tests = if args.with_tests {
+        let out = cargo(&[
+            "test",
+            "--release",
+            "-p",
+            "kd-ops",
+            "--features",
+            "cuda",
+            "--test",
+            "cuda",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo")?;
+        if !out.status.success() {
+            bail!("building kd-ops's CUDA test failed (see cargo's output above)");
+        }
+        test_executables(&String::from_utf8_lossy(&out.stdout))
+    } else {
+        Vec::new()
+    };
     let bin = target.join("release/xtask");
     let bytes = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
     // 3. The paths dfdx baked in: its OUT_DIR (kernel headers) and the CUDA include folder.
@@ -261,6 +293,20 @@ pub fn bundle(args: BundleArgs) -> Result<()> {
             }
         }
     }
+    if !tests.is_empty() {
+        std::fs::create_dir_all(out.join("tests"))?;
+        for t in &tests {
+            let dst = out.join("tests").join(format!(
+                "kd-ops-{}",
+                t.file_name().and_then(|f| f.to_str()).unwrap_or("test")
+            ));
+            std::fs::copy(t, &dst)?;
+            let _ = Command::new("strip")
+                .arg("--strip-debug")
+                .arg(&dst)
+                .status();
+        }
+    }
     std::fs::write(out.join("run.sh"), run_script(out_dir, &include))?;
     set_executable(&out.join("run.sh"))?;
     std::fs::write(
@@ -286,6 +332,16 @@ pub fn bundle(args: BundleArgs) -> Result<()> {
     }
     println!("{}", out.display());
     Ok(())
+}
+
+/// The test executables in cargo's `--message-format=json` output.
+fn test_executables(json_lines: &str) -> Vec<PathBuf> {
+    json_lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["profile"]["test"].as_bool() == Some(true))
+        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .collect()
 }
 
 fn set_executable(p: &Path) -> Result<()> {
@@ -399,6 +455,17 @@ mod tests {
                 "/t/cuda/release/build/dfdx-ab12/out/unary.cuh".to_string(),
                 "/t/cuda/release/build/dfdx-ab12/out".into()
             ]
+        );
+    }
+
+    #[test]
+    fn finds_test_executables_in_cargo_json() {
+        let json = r#"{"reason":"compiler-artifact","profile":{"test":true},"executable":"/t/deps/cuda-1f"}
+{"reason":"compiler-artifact","profile":{"test":false},"executable":null}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            test_executables(json),
+            vec![PathBuf::from("/t/deps/cuda-1f")]
         );
     }
 
