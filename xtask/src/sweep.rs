@@ -58,12 +58,34 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     if args.slurm {
-        let script = slurm_script(&args, &out, points.len())?;
         std::fs::create_dir_all(&out)?;
-        let path = out.join("sweep.sbatch");
-        std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {} ({} points)", path.display(), points.len());
-        println!("submit: sbatch {}", path.display());
+        // Points with a teacher in the grid run in a second array, after the first.
+        let (first, after): (Vec<usize>, Vec<usize>) =
+            (0..points.len()).partition(|&i| points[i].teacher_point.is_none());
+        let mut written = Vec::new();
+        for (file, part, job) in [
+            ("sweep.sbatch", &first, "kd-sweep"),
+            ("sweep-students.sbatch", &after, "kd-sweep-students"),
+        ] {
+            if part.is_empty() {
+                continue;
+            }
+            let path = out.join(file);
+            std::fs::write(&path, slurm_script(&args, &out, part, job)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {} ({} points)", path.display(), part.len());
+            written.push(path);
+        }
+        match written.as_slice() {
+            [one] => println!("submit: sbatch {}", one.display()),
+            [a, b] => println!(
+                "submit (the second array waits for the teachers in the first):\n  \
+                 jid=$(sbatch --parsable {}) && sbatch --dependency=afterok:$jid {}",
+                a.display(),
+                b.display()
+            ),
+            _ => {}
+        }
         println!(
             "merge:  cargo xtask report {} --out {}",
             out.display(),
@@ -90,7 +112,14 @@ pub fn run(args: Args) -> Result<()> {
     };
     if args.jobs > 1 && chosen.len() > 1 {
         let names: Vec<&str> = points.iter().map(|p| p.name.as_str()).collect();
-        run_parallel(&args, &out, &names, &chosen, &interrupted)?;
+        let teacher: Vec<Option<usize>> = points
+            .iter()
+            .map(|p| {
+                let t = p.teacher_point.as_deref()?;
+                names.iter().position(|n| *n == t)
+            })
+            .collect();
+        run_parallel(&args, &out, &names, &teacher, &chosen, &interrupted)?;
         println!("report: cargo xtask report {}", out.display());
         return Ok(());
     }
@@ -118,13 +147,15 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Runs the points `chosen` `args.jobs` at a time, each as `<this binary> sweep <grid> --point
-/// I --out <out>` with its output in `<out>/logs/<name>.log`; stops starting new ones once
-/// `stop()` (Ctrl-C, which the children get too and answer with a checkpoint). Fails at the end
-/// naming every point that failed and its log.
+/// I --out <out>` with its output in `<out>/logs/<name>.log`; a point whose `teacher[i]` is
+/// also chosen starts once that one has finished. Stops starting new ones once `stop()`
+/// (Ctrl-C, which the children get too and answer with a checkpoint). Fails at the end naming
+/// every point that failed and its log.
 fn run_parallel(
     args: &Args,
     out: &Path,
     names: &[&str],
+    teacher: &[Option<usize>],
     chosen: &[usize],
     stop: &dyn Fn() -> bool,
 ) -> Result<()> {
@@ -140,12 +171,32 @@ fn run_parallel(
         args.jobs,
         logs.display()
     );
-    let mut queue = chosen.iter().copied();
+    let mut queue: Vec<usize> = chosen.to_vec();
     let mut running: Vec<(usize, PathBuf, std::process::Child)> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
+    let mut failed_ids: Vec<usize> = Vec::new();
     loop {
+        // A point waits while its teacher is queued or running; it fails with its teacher.
+        let pending = |t: usize, queue: &[usize], running: &[(usize, PathBuf, _)]| {
+            queue.contains(&t) || running.iter().any(|(r, _, _)| *r == t)
+        };
+        queue.retain(|&i| match teacher[i] {
+            Some(t) if failed_ids.contains(&t) => {
+                failed.push(format!(
+                    "{i} {} (its teacher {} failed)",
+                    names[i], names[t]
+                ));
+                false
+            }
+            _ => true,
+        });
         while running.len() < args.jobs as usize && !stop() {
-            let Some(i) = queue.next() else { break };
+            let ready = queue
+                .iter()
+                .position(|&i| teacher[i].is_none_or(|t| !pending(t, &queue, &running)));
+            let Some(i) = ready.map(|k| queue.remove(k)) else {
+                break;
+            };
             let log_path = logs.join(format!("{}.log", names[i]));
             let log = std::fs::OpenOptions::new()
                 .create(true)
@@ -185,6 +236,7 @@ fn run_parallel(
                             log.display()
                         );
                         failed.push(format!("{i} {} ({})", names[i], log.display()));
+                        failed_ids.push(i);
                     }
                 }
             }
@@ -203,9 +255,10 @@ fn run_parallel(
     Ok(())
 }
 
-/// A Slurm job-array script: task `i` runs `sweep <grid> --point i --out <out>` with this
-/// binary (so the cluster needs no Rust toolchain; build it, or a CUDA bundle, first).
-fn slurm_script(args: &Args, out: &Path, n: usize) -> Result<String> {
+/// A Slurm job-array script named `job`: task `k` runs `sweep <grid> --point points[k] --out
+/// <out>` with this binary (so the cluster needs no Rust toolchain; build it, or a CUDA
+/// bundle, first).
+fn slurm_script(args: &Args, out: &Path, points: &[usize], job: &str) -> Result<String> {
     let exe = std::env::current_exe().context("finding this binary")?;
     // Inside a CUDA bundle (`bin/xtask` next to `run.sh`), tasks go through `run.sh`, which
     // restores the paths the binary needs.
@@ -220,8 +273,8 @@ fn slurm_script(args: &Args, out: &Path, n: usize) -> Result<String> {
     let grid = std::fs::canonicalize(&args.grid)?;
     let out_abs = std::path::absolute(out)?;
     let mut s = String::from("#!/bin/bash\n");
-    let _ = writeln!(s, "#SBATCH --job-name=kd-sweep");
-    let _ = writeln!(s, "#SBATCH --array=0-{}", n.saturating_sub(1));
+    let _ = writeln!(s, "#SBATCH --job-name={job}");
+    let _ = writeln!(s, "#SBATCH --array=0-{}", points.len().saturating_sub(1));
     let _ = writeln!(s, "#SBATCH --output={}/slurm-%A_%a.out", out_abs.display());
     for o in &args.sbatch {
         let _ = writeln!(s, "#SBATCH {o}");
@@ -234,9 +287,11 @@ fn slurm_script(args: &Args, out: &Path, n: usize) -> Result<String> {
         out_abs.display()
     );
     let _ = writeln!(s, "set -euo pipefail");
+    let list: Vec<String> = points.iter().map(|i| i.to_string()).collect();
+    let _ = writeln!(s, "POINTS=({})", list.join(" "));
     let _ = writeln!(
         s,
-        "exec \"${{KD_XTASK:-{}}}\" sweep '{}' --out '{}' --point \"$SLURM_ARRAY_TASK_ID\" \
+        "exec \"${{KD_XTASK:-{}}}\" sweep '{}' --out '{}' \\\n  --point \"${{POINTS[$SLURM_ARRAY_TASK_ID]}}\" \
          --no-progress",
         exe.display(),
         grid.display(),

@@ -47,6 +47,23 @@ impl ImageSet {
         counts
     }
 
+    /// The images at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> ImageSet {
+        let n = self.image_len();
+        let mut images = Vec::with_capacity(indices.len() * n);
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+        }
+        ImageSet {
+            images,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            classes: self.classes.clone(),
+        }
+    }
+
     /// The first `n` images (all when `n` ≥ len): for quick runs on a subset.
     pub fn truncate(&mut self, n: usize) {
         if n < self.len() {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod fetch;
 pub mod loader;
 pub mod readers;
+pub mod regime;
 pub mod registry;
 pub mod sampler;
 
@@ -15,5 +16,6 @@ pub use augment::{Augment, Normalize, Transform};
 pub use dataset::{default_root, load, ImageSet, LoadOptions, Split};
 pub use error::{DataError, Result};
 pub use loader::{Batch, Loader, LoaderConfig};
+pub use regime::Regime;
 pub use registry::{DatasetInfo, DatasetName};
 pub use sampler::Sampler;

@@ -33,6 +33,30 @@ pub struct DataConfig {
     pub limit_test: Option<usize>,
     /// The dataset's own folder; default `<datasets>/<name>` (fetched when missing).
     pub dir: Option<PathBuf>,
+    /// Train on this many images of each class (a class-balanced subset, drawn with
+    /// `data.seed`).
+    pub per_class: Option<usize>,
+    /// Symmetric label noise: this fraction of the training labels, each replaced by another
+    /// class drawn uniformly (with `data.seed`). The test set is untouched.
+    pub label_noise: Option<f64>,
+    /// Hold out this many training images of each class and evaluate on them instead of the
+    /// test set: for choosing hyper-parameters without looking at the test set.
+    pub holdout_per_class: Option<usize>,
+    /// The seed of the subset, the noise and the held-out part (kept apart from `seed`, so
+    /// that every method and training seed sees the same data).
+    pub seed: u64,
+}
+
+impl DataConfig {
+    /// The training-set regime these options ask for.
+    pub fn regime(&self) -> kd_data::Regime {
+        kd_data::Regime {
+            per_class: self.per_class,
+            label_noise: self.label_noise,
+            holdout_per_class: self.holdout_per_class,
+            seed: self.seed,
+        }
+    }
 }
 
 impl Default for DataConfig {
@@ -44,6 +68,10 @@ impl Default for DataConfig {
             limit_train: None,
             limit_test: None,
             dir: None,
+            per_class: None,
+            label_noise: None,
+            holdout_per_class: None,
+            seed: 0,
         }
     }
 }
@@ -245,6 +273,19 @@ impl TrainConfig {
         }
         if !matches!(self.device.as_str(), "cpu" | "cuda") {
             bail!("{}", crate::device::unavailable(&self.device));
+        }
+        if let Some(r) = self.data.label_noise {
+            if !(0.0..=1.0).contains(&r) {
+                bail!("data.label_noise = {r}: a fraction of the training labels, from 0 to 1");
+            }
+        }
+        for (key, v) in [
+            ("data.per_class", self.data.per_class),
+            ("data.holdout_per_class", self.data.holdout_per_class),
+        ] {
+            if v == Some(0) {
+                bail!("{key} = 0: at least one image per class (or leave it out)");
+            }
         }
         Ok(self)
     }

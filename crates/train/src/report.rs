@@ -437,6 +437,80 @@ impl Report {
         s
     }
 
+    /// The runs laid out as a paper's comparison table, when they span two or more
+    /// architectures: one row per method (with its distinguishing settings, and the dataset
+    /// when several), one column per architecture, the headline entry's best and last test
+    /// accuracy as mean ± std over seeds. `None` for a single architecture.
+    pub fn paper_table(&self) -> Option<String> {
+        let mut archs: Vec<String> = Vec::new();
+        let mut datasets: Vec<String> = Vec::new();
+        for g in &self.groups {
+            let (a, d) = (g.cfg().arch_name().to_string(), g.cfg().dataset.clone());
+            if !archs.contains(&a) {
+                archs.push(a);
+            }
+            if !datasets.contains(&d) {
+                datasets.push(d);
+            }
+        }
+        if archs.len() < 2 {
+            return None;
+        }
+        let row_of = |g: &Group| {
+            if datasets.len() > 1 {
+                format!("{} ({})", g.label(), g.cfg().dataset)
+            } else {
+                g.label()
+            }
+        };
+        let mut rows: Vec<String> = Vec::new();
+        for g in &self.groups {
+            let r = row_of(g);
+            if !rows.contains(&r) {
+                rows.push(r);
+            }
+        }
+        let mut s = String::new();
+        for best in [true, false] {
+            let _ = writeln!(
+                s,
+                "{} test accuracy (%) of the headline entry, mean ± std over seeds (seeds in \
+                 brackets; * a run not finished):\n",
+                if best { "Best" } else { "Last" }
+            );
+            let _ = writeln!(s, "| method | {} |", archs.join(" | "));
+            let _ = writeln!(s, "|---|{}", "---:|".repeat(archs.len()));
+            for row in &rows {
+                let cells: Vec<String> = archs
+                    .iter()
+                    .map(|a| {
+                        let Some(g) = self
+                            .groups
+                            .iter()
+                            .find(|g| row_of(g) == *row && g.cfg().arch_name() == a)
+                        else {
+                            return "–".into();
+                        };
+                        let head = g.runs[0].headline();
+                        let done = g
+                            .runs
+                            .iter()
+                            .all(|r| r.summary.epochs_done >= r.summary.epochs);
+                        format!(
+                            "{} ({}){}",
+                            fmt_ms(&g.accs(head, best)),
+                            g.runs.len(),
+                            if done { "" } else { "*" }
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(s, "| {row} | {} |", cells.join(" | "));
+            }
+            s.push('\n');
+        }
+        Some(s)
+    }
+
     /// The one numeric setting the groups differ in (besides method), if there is exactly one;
     /// other (non-numeric) varying settings split the sweep plot into lines.
     pub fn swept(&self) -> Option<String> {
@@ -481,6 +555,10 @@ impl Report {
             self.groups.iter().map(|g| g.runs.len()).sum::<usize>(),
             self.multi_row_note()
         );
+        if let Some(table) = self.paper_table() {
+            text.push_str(&table);
+            text.push_str("Every entry:\n\n");
+        }
         text.push_str(&self.markdown());
         let _ = write!(
             text,
@@ -669,6 +747,53 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("metrics.csv"), metrics).unwrap();
+    }
+
+    #[test]
+    fn several_architectures_make_a_paper_table() {
+        let dir = tempfile::tempdir().unwrap();
+        for (arch, seed, best) in [
+            ("resnet20", 1, 90.0),
+            ("resnet20", 2, 92.0),
+            ("resnet32", 1, 93.0),
+        ] {
+            let set_arch = |c: &mut TrainConfig| c.arch = Some(arch.into());
+            fake_run_with(
+                dir.path(),
+                "ce",
+                arch,
+                &[],
+                set_arch,
+                seed,
+                best,
+                best - 1.0,
+            );
+            fake_run_with(
+                dir.path(),
+                "cskd",
+                arch,
+                &[],
+                set_arch,
+                seed,
+                best + 1.0,
+                best,
+            );
+        }
+        let r = Report::from_paths(&[dir.path().to_path_buf()]).unwrap();
+        let t = r.paper_table().unwrap();
+        assert!(t.contains("| method | resnet20 | resnet32 |"), "{t}");
+        // Best: ce on resnet20 over seeds 1 and 2 is 91 ± 1.41; one seed on resnet32.
+        assert!(t.contains("| ce | 91.00 ± 1.41 (2) | 93.00 (1) |"), "{t}");
+        assert!(t.contains("| cskd | 92.00 ± 1.41 (2) | 94.00 (1) |"), "{t}");
+        // Last, in the second table.
+        assert!(t.contains("| ce | 90.00 ± 1.41 (2) | 92.00 (1) |"), "{t}");
+        // One architecture: no paper table.
+        let one = tempfile::tempdir().unwrap();
+        fake_run(one.path(), "ce", None, 1, 90.0, 89.0);
+        assert!(Report::from_paths(&[one.path().to_path_buf()])
+            .unwrap()
+            .paper_table()
+            .is_none());
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub struct Grid {
     /// few settings that differ in several keys, without the product of all their values.
     #[serde(default)]
     pub variants: Vec<Vec<String>>,
+    /// Teacher → student methods (kd, at, sp) → the method of this grid whose run is their
+    /// teacher: the point of that method with the same dataset, architecture and seed (and no
+    /// swept settings). Such points run after their teacher's.
+    #[serde(default)]
+    pub teachers: BTreeMap<String, String>,
 }
 
 /// One run of a sweep.
@@ -63,6 +68,23 @@ pub struct Point {
     /// The swept settings of this point (key, value).
     pub swept: Vec<(String, String)>,
     pub cfg: TrainConfig,
+    /// The point whose run is this point's teacher (`Grid::teachers`); its folder becomes
+    /// `cfg.teacher` in [`Point::with_teacher_in`].
+    pub teacher_point: Option<String>,
+}
+
+impl Point {
+    /// The point with its teacher's run folder under `out` set as `cfg.teacher`, made
+    /// absolute as the trainer saves it (so that a resumed point matches its `config.ron`).
+    pub fn with_teacher_in(mut self, out: &Path) -> Self {
+        if let Some(t) = &self.teacher_point {
+            let p = out.join(t);
+            let abs =
+                std::fs::canonicalize(&p).unwrap_or_else(|_| std::path::absolute(&p).unwrap_or(p));
+            self.cfg.teacher = Some(abs);
+        }
+        self
+    }
 }
 
 /// What [`run_point`] did.
@@ -92,11 +114,20 @@ fn slug(s: &str) -> String {
 }
 
 impl Grid {
-    /// Reads a grid file; errors name the file, line and column.
+    /// Reads a grid file; errors name the file, line and column, and say so when the file is
+    /// a training config instead.
     pub fn load(path: &Path) -> Result<(Self, PathBuf)> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let grid: Grid = ron_options().from_str(&text).map_err(|e| {
+            if ron_options().from_str::<TrainConfig>(&text).is_ok() {
+                return anyhow!(
+                    "{} is a training config, not a sweep grid: run it with `cargo xtask train \
+                     --config {}`, or name it as a grid's `base`",
+                    path.display(),
+                    path.display()
+                );
+            }
             anyhow!(
                 "{}:{}:{}: {}",
                 path.display(),
@@ -181,6 +212,7 @@ impl Grid {
                                     name,
                                     swept,
                                     cfg: c,
+                                    teacher_point: None,
                                 }),
                             }
                         }
@@ -196,7 +228,45 @@ impl Grid {
                 );
             }
         }
+        self.link_teachers(&mut points)?;
         Ok(points)
+    }
+
+    /// Sets `teacher_point` of every point whose method `teachers` names, and checks it.
+    fn link_teachers(&self, points: &mut [Point]) -> Result<()> {
+        for (student, teacher) in &self.teachers {
+            if !self.methods.contains(student) || !self.methods.contains(teacher) {
+                bail!(
+                    "grid: teachers: `{student}` ← `{teacher}`: both must be among the methods {:?}",
+                    self.methods
+                );
+            }
+        }
+        let names: Vec<(String, String)> = points
+            .iter()
+            .map(|p| (p.name.clone(), p.cfg.method.clone()))
+            .collect();
+        for p in points.iter_mut() {
+            let Some(teacher) = self.teachers.get(&p.cfg.method) else {
+                continue;
+            };
+            let want = format!(
+                "{teacher}-{}-{}-s{}",
+                p.cfg.dataset,
+                p.cfg.arch_name(),
+                p.cfg.seed
+            );
+            if !names.iter().any(|(n, m)| *n == want && m == teacher) {
+                bail!(
+                    "grid: point `{}` needs its teacher `{want}` (a `{teacher}` point with the same \
+                     dataset, architecture and seed, without swept settings), which the grid \
+                     does not have",
+                    p.name
+                );
+            }
+            p.teacher_point = Some(want);
+        }
+        Ok(())
     }
 
     /// The variants (or one empty combination) crossed with the cartesian product of the
@@ -242,9 +312,29 @@ fn or_one<T: ToString>(v: &[T], default: String) -> Vec<String> {
     }
 }
 
+/// Whether `dir` holds a finished run (its `summary.json` has every epoch).
+pub fn is_complete(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Summary>(&t).ok())
+        .is_some_and(|s| s.epochs_done >= s.epochs)
+}
+
 /// Runs `point` in `<out>/<name>`: skips a complete run, resumes a started one (its
-/// `config.ron` must match the point's), starts a new one otherwise.
+/// `config.ron` must match the point's), starts a new one otherwise. A point with a teacher
+/// point needs that run finished first.
 pub fn run_point(point: &Point, out: &Path, opts: &RunOptions) -> Result<Outcome> {
+    let point = &point.clone().with_teacher_in(out);
+    if let Some(t) = &point.teacher_point {
+        if !is_complete(&out.join(t)) {
+            bail!(
+                "point `{}` distils from the point `{t}`, which has not finished in {}: run \
+                 that point first (a sweep runs the grid's teacher points first)",
+                point.name,
+                out.display()
+            );
+        }
+    }
     let dir = out.join(&point.name);
     let cfg_path = dir.join("config.ron");
     if !cfg_path.is_file() {
@@ -260,12 +350,9 @@ pub fn run_point(point: &Point, out: &Path, opts: &RunOptions) -> Result<Outcome
             point.name
         );
     }
-    if let Ok(text) = std::fs::read_to_string(dir.join("summary.json")) {
-        if let Ok(s) = serde_json::from_str::<Summary>(&text) {
-            if s.epochs_done >= s.epochs {
-                return Ok(Outcome::Skipped(s));
-            }
-        }
+    if is_complete(&dir) {
+        let text = std::fs::read_to_string(dir.join("summary.json"))?;
+        return Ok(Outcome::Skipped(serde_json::from_str(&text)?));
     }
     Ok(Outcome::Ran(resume(&dir, opts)?.summary))
 }
@@ -348,24 +435,92 @@ mod tests {
         assert!(e.contains("`loss.beta` is not `key=value`"), "{e}");
     }
 
+    fn shipped(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs/sweeps")
+            .join(name)
+    }
+
+    /// Every file in `configs/sweeps/` is a grid that expands (training configs live
+    /// elsewhere).
     #[test]
     fn the_shipped_grids_expand() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/sweeps");
+        let dir = shipped("");
         let mut grids = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
-            if !text.contains("methods:") {
-                // A base config of the grids.
-                TrainConfig::load(&path).unwrap().resolve().unwrap();
-                continue;
-            }
-            let (grid, base_dir) = Grid::load(&path).unwrap();
+            let (grid, base_dir) =
+                Grid::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
             let points = grid.points(&base_dir).unwrap();
             assert!(!points.is_empty(), "{}", path.display());
             grids += 1;
         }
-        assert!(grids >= 5, "{grids} grids in {}", dir.display());
+        assert!(grids >= 7, "{grids} grids in {}", dir.display());
+    }
+
+    #[test]
+    fn the_paper_grids_expand_to_the_papers_tables() {
+        let (g, dir) = Grid::load(&shipped("paper-scd-cifar100.ron")).unwrap();
+        let p = g.points(&dir).unwrap();
+        assert_eq!(p.len(), 7 * 3);
+        for q in &p {
+            assert_eq!(
+                (q.cfg.dataset.as_str(), q.cfg.arch_name()),
+                ("cifar100", "resnet18")
+            );
+            assert_eq!(q.cfg.total_epochs(), 200, "{}", q.name);
+        }
+        let methods: Vec<&str> = p.iter().step_by(3).map(|q| q.cfg.method.as_str()).collect();
+        assert_eq!(methods, ["ce", "cskd", "ddgsd", "sad", "byot", "sp", "scd"]);
+        let sp: Vec<&Point> = p.iter().filter(|q| q.cfg.method == "sp").collect();
+        assert_eq!(
+            sp[1].teacher_point.as_deref(),
+            Some("ce-cifar100-resnet18-s2")
+        );
+        let out = Path::new("/runs/x");
+        assert_eq!(
+            sp[1].clone().with_teacher_in(out).cfg.teacher.as_deref(),
+            Some(out.join("ce-cifar100-resnet18-s2").as_path())
+        );
+        assert_eq!(p.iter().filter(|q| q.teacher_point.is_some()).count(), 3);
+
+        let (g, dir) = Grid::load(&shipped("paper-mfef-cifar100.ron")).unwrap();
+        let p = g.points(&dir).unwrap();
+        assert_eq!(p.len(), 7 * 3 * 3);
+        let archs: std::collections::BTreeSet<&str> = p.iter().map(|q| q.cfg.arch_name()).collect();
+        assert_eq!(
+            archs.into_iter().collect::<Vec<_>>(),
+            ["resnet32", "wrn-16-2", "wrn-40-2"]
+        );
+        assert!(p.iter().all(|q| q.cfg.total_epochs() == 300));
+        let one = p.iter().find(|q| q.cfg.method == "one").unwrap();
+        assert_eq!(one.cfg.student_count(), 3);
+    }
+
+    #[test]
+    fn a_teacher_missing_from_the_grid_is_an_error() {
+        let g: Grid = ron_options()
+            .from_str(r#"(methods: ["sp"], teachers: {"sp": "ce"})"#)
+            .unwrap();
+        let e = g.points(Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("`sp` ← `ce`"), "{e}");
+        let g: Grid = ron_options()
+            .from_str(r#"(methods: ["ce", "sp"], seeds: [1], teachers: {"sp": "ce"}, grid: {"optim.lr": ["0.1", "0.05"]})"#)
+            .unwrap();
+        let e = g.points(Path::new(".")).unwrap_err().to_string();
+        assert!(
+            e.contains("needs its teacher `ce-cifar100-resnet18-s1`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_training_config_given_as_a_grid_is_named_as_one() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs/recipes/fashion-mnist-15.ron");
+        let e = Grid::load(&path).unwrap_err().to_string();
+        assert!(e.contains("is a training config, not a sweep grid"), "{e}");
+        assert!(e.contains("cargo xtask train --config"), "{e}");
     }
 
     #[test]
