@@ -108,7 +108,7 @@ fn check_file_on(path: &Path, ops: OpPath) -> (String, bool) {
     } else if value.get("method").is_some() && ops.ops_only() {
         Err("a loss case: --generic and --device apply to op cases only".to_string())
     } else if value.get("method").is_some() {
-        kd_losses::check_loss_case(&name, &value)
+        kd_train::methods::check_loss_case(&name, &value)
     } else {
         Err("neither an op case (`op` key) nor a loss case (`method` key)".to_string())
     };

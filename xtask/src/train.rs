@@ -1,21 +1,26 @@
 //! `cargo xtask train <method> [--dataset D] [--arch A] [--epochs N] [--batch-size B]
 //! [--seed S] [--device cpu] [--teacher RUN_DIR] [--config FILE] [--set k=v ...]
-//! [--limit-train N] [--out DIR]` and `cargo xtask train --resume RUN_DIR`: trains with kd-train
+//! [--limit-train N] [--out DIR]` and `cargo xtask train --resume RUN_DIR [--from best]`: trains
+//! with kd-train
 //! and writes a run folder (`runs/<method>-<dataset>-<arch>-s<seed>-<time>/`, see
 //! `kd_train::run`).
 
 use anyhow::{bail, Result};
-use kd_train::{RunOptions, TrainConfig};
+use kd_train::{Device, RunOptions, TrainConfig};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A method of METHODS.md: ce, scd, sad, cskd, ddgsd, byot, kd, at, sp, dml, one, okddip,
-    /// kdcl, ffl, mfef.
+    /// A method of METHODS.md.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(kd_train::methods::NAMES))]
     method: Option<String>,
     /// Continue the run in this folder from its last checkpoint.
     #[arg(long, conflicts_with = "method")]
     resume: Option<PathBuf>,
+    /// With --resume: the checkpoint to continue from (`best` when `last` is damaged; the
+    /// epochs after it run again).
+    #[arg(long, requires = "resume", default_value = "last")]
+    from: String,
     /// Dataset name (default cifar100).
     #[arg(long)]
     dataset: Option<String>,
@@ -30,7 +35,7 @@ pub struct Args {
     seed: Option<u64>,
     /// `cpu` (`cuda` needs the CUDA build, see docs/cuda.md).
     #[arg(long)]
-    device: Option<String>,
+    device: Option<Device>,
     /// kd, at, sp: the run folder of the trained teacher (same dataset).
     #[arg(long)]
     teacher: Option<PathBuf>,
@@ -68,8 +73,8 @@ pub fn runs_dir() -> PathBuf {
 }
 
 /// A CUDA run from a runner built without CUDA rebuilds with it (or says what is missing).
-fn ensure_device(device: &str) -> Result<()> {
-    if device == "cuda" && !kd_train::device::available().contains(&"cuda") {
+fn ensure_device(device: Device) -> Result<()> {
+    if device == Device::Cuda && !kd_train::device::available().contains(&"cuda") {
         crate::cuda::reexec_with_cuda()?;
     }
     Ok(())
@@ -89,8 +94,11 @@ pub fn run_options(out: Option<PathBuf>, progress: bool, stop_after: Option<usiz
 pub fn run(args: Args) -> Result<()> {
     let opts = run_options(args.out.clone(), !args.no_progress, args.stop_after);
     if let Some(dir) = &args.resume {
-        ensure_device(&TrainConfig::load(&dir.join("config.ron"))?.device)?;
-        let r = kd_train::resume(dir, &opts)?;
+        ensure_device(TrainConfig::load(&dir.join("config.ron"))?.device)?;
+        let r = match args.from.as_str() {
+            "last" => kd_train::resume(dir, &opts)?,
+            other => kd_train::resume_from(dir, other, &opts)?,
+        };
         println!("{}", r.run_dir.display());
         return Ok(());
     }
@@ -103,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
         (None, Some(_)) => {}
         (None, None) => bail!(
             "name a method ({}) or --config FILE, or --resume RUN_DIR",
-            kd_losses::METHOD_NAMES.join(", ")
+            kd_train::methods::NAMES.join(", ")
         ),
     }
     // The flags are overrides applied before `--set`, so that settings derived from them
@@ -120,7 +128,7 @@ pub fn run(args: Args) -> Result<()> {
     flag("epochs", args.epochs.map(|e| e.to_string()));
     flag("batch_size", args.batch_size.map(|b| b.to_string()));
     flag("seed", args.seed.map(|s| s.to_string()));
-    flag("device", args.device.map(|d| format!("{d:?}")));
+    flag("device", args.device.map(|d| d.to_string()));
     flag(
         "teacher",
         args.teacher
@@ -130,13 +138,13 @@ pub fn run(args: Args) -> Result<()> {
     sets.extend(args.sets.iter().cloned());
     let cfg = cfg.with_overrides(&sets)?;
     if args.print_config {
-        if let Some(w) = cfg.ramp_warning()? {
+        if let Some(w) = cfg.ramp_warning(&cfg.info()?) {
             log::warn!("{w}");
         }
         print!("{}", cfg.to_ron());
         return Ok(());
     }
-    ensure_device(&cfg.device)?;
+    ensure_device(cfg.device)?;
     let r = kd_train::train(cfg, &opts)?;
     println!("{}", r.run_dir.display());
     Ok(())

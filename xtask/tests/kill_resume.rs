@@ -56,6 +56,7 @@ fn epochs_done(run: &Path) -> Option<u64> {
 
 #[test]
 fn sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run() {
+    kd_data::require_fashion_mnist!();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     assert!(train(&a).status().unwrap().success());

@@ -37,6 +37,7 @@ fn sweep(grid: &Path, out: &Path) -> std::process::Output {
 
 #[test]
 fn jobs_run_points_side_by_side_and_name_failures() {
+    kd_data::require_fashion_mnist!();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let good = grid(dir.path(), "good.ron", FMNIST);

@@ -11,6 +11,7 @@ pub mod readers;
 pub mod regime;
 pub mod registry;
 pub mod sampler;
+pub mod testing;
 
 pub use augment::{Augment, Normalize, Transform};
 pub use dataset::{default_root, load, ImageSet, LoadOptions, Split};

@@ -7,7 +7,7 @@
 //! # Tapes
 //!
 //! Every input tensor may carry a tape (the backward ops of the network that produced it).
-//! [`crate::Method::compute`] first splits *all* of them off into one tape (so none is lost,
+//! [`crate::compute`] first splits *all* of them off into one tape (so none is lost,
 //! even that of an input a method only uses detached), computes the terms from tape-free
 //! copies (re-attached with an empty tape where the input enters with a gradient, see
 //! [`crate::helpers::attach`]), and merges that tape into the total. Gradients are keyed by
@@ -17,46 +17,34 @@ use dfdx::prelude::*;
 use kd_ops::OpsDevice;
 use std::fmt;
 
-/// A `[rows, cols]` tensor with runtime sizes: logits `[b, K]`, embeddings `[b, D]`, a gate
-/// `[b, m]`.
-pub type Mat<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
-/// A `[b, C, H, W]` feature map (a backbone stage's output).
-pub type Map4<D, T = NoneTape> = Tensor<kd_ops::Shape4, f32, D, T>;
-/// A `[b, P, P]` tensor: OKDDip's peer attention.
-pub type Cube<D, T = NoneTape> = Tensor<(usize, usize, usize), f32, D, T>;
+pub use kd_models::{Cube, Map4, Mat, Outputs};
+
 /// A scalar: a loss term or the total.
 pub type Scalar<D, T = NoneTape> = Tensor<(), f32, D, T>;
 /// Class labels on the device, `[b]`.
 pub type Labels<D> = Tensor<(usize,), usize, D>;
 
-/// The network outputs a loss is computed from (`FIXTURES.md`, "Inputs per method").
+/// What a loss is computed from (`FIXTURES.md`, "Inputs per method"): the trained model's
+/// forward pass ([`Outputs`], as the model returns it), the labels, and what some methods
+/// read besides: a trained teacher's forward pass, each anchor's same-class partner's, the
+/// epoch.
 ///
-/// Only the fields a method needs must be set: a method missing one returns
-/// [`LossError::MissingInput`] naming it; fields it does not use are ignored. List fields are
-/// ordered as `FIXTURES.md` says (stages shallow → deep, exits shallow → deepest, peers then
-/// leader).
+/// Only what a method needs must be set: a method missing an input returns
+/// [`LossError::MissingInput`] naming it (with `FIXTURES.md`'s input name); the rest is
+/// ignored. Lists are ordered as `FIXTURES.md` says (stages shallow → deep, exits shallow →
+/// deepest, peers then leader).
 pub struct LossInputs<D: Storage<f32>, T = NoneTape> {
     /// Class of every anchor, `[b]`.
     pub labels: Vec<usize>,
-    /// Logits `[b, K]`: the network's (one entry), each view's (DDGSD), each exit's (BYOT), each
-    /// student's or branch's (online methods).
-    pub logits: Vec<Mat<D, T>>,
-    /// Stage outputs `F_l` `[b, C_l, H_l, W_l]`, shallow → deep (SCD, SAD, AT, SP).
-    pub features: Vec<Map4<D, T>>,
-    /// Pooled embeddings `e` `[b, D]` matching `logits` (DDGSD, BYOT).
-    pub embeddings: Vec<Mat<D, T>>,
-    /// Teacher logits `[b, K]` (KD); enters detached.
-    pub teacher_logits: Option<Mat<D, T>>,
-    /// Teacher stage outputs, matched to `features` (AT; SP uses the last); enter detached.
-    pub teacher_features: Vec<Map4<D, T>>,
-    /// Logits of each anchor's same-class partner `[b, K]` (CSKD); enters detached.
-    pub partner_logits: Option<Mat<D, T>>,
-    /// Fused logits `z_f` `[b, K]` (FFL, MFEF).
-    pub fused_logits: Option<Mat<D, T>>,
-    /// ONE's gate `g` `[b, m]`, already softmaxed.
-    pub gate: Option<Mat<D, T>>,
-    /// OKDDip's peer attention `α` `[b, P, P]`, rows already softmaxed.
-    pub attention: Option<Cube<D, T>>,
+    /// The model's outputs: logits `[b, K]` (the network's, each view's for DDGSD, each
+    /// exit's for BYOT, each student's for the online methods), stage outputs, embeddings,
+    /// ONE's gate, OKDDip's attention, FFL/MFEF's fused logits.
+    pub out: Outputs<D, T>,
+    /// A trained teacher's outputs on the same images (KD: logits; AT, SP: stage outputs);
+    /// they enter detached.
+    pub teacher: Option<Outputs<D, T>>,
+    /// CS-KD: the outputs of each anchor's same-class partner; they enter detached.
+    pub partner: Option<Outputs<D, T>>,
     /// Epoch, counted from 0, for the ramp (ONE, OKDDip, FFL, MFEF).
     pub epoch: Option<f32>,
 }
@@ -64,29 +52,21 @@ pub struct LossInputs<D: Storage<f32>, T = NoneTape> {
 impl<D: Storage<f32>, T> LossInputs<D, T> {
     /// Inputs with only labels and logits set.
     pub fn new(labels: Vec<usize>, logits: Vec<Mat<D, T>>) -> Self {
+        let mut out = Outputs::empty();
+        out.logits = logits;
+        Self::of(labels, out)
+    }
+
+    /// A model's outputs and the labels.
+    pub fn of(labels: Vec<usize>, out: Outputs<D, T>) -> Self {
         Self {
             labels,
-            logits,
-            features: Vec::new(),
-            embeddings: Vec::new(),
-            teacher_logits: None,
-            teacher_features: Vec::new(),
-            partner_logits: None,
-            fused_logits: None,
-            gate: None,
-            attention: None,
+            out,
+            teacher: None,
+            partner: None,
             epoch: None,
         }
     }
-}
-
-fn take_tape<S: Shape, D: Storage<f32>, T: Tape<f32, D>>(
-    x: Tensor<S, f32, D, T>,
-    sink: &mut T,
-) -> Tensor<S, f32, D, NoneTape> {
-    let (x, tape) = x.split_tape();
-    *sink = std::mem::take(sink).merge(tape);
-    x
 }
 
 impl<D: Storage<f32>, T: Tape<f32, D>> LossInputs<D, T> {
@@ -94,49 +74,48 @@ impl<D: Storage<f32>, T: Tape<f32, D>> LossInputs<D, T> {
     /// methods compute from, and the tape that must end up in the total (see the module docs).
     pub fn split_tapes(self) -> (LossInputs<D, NoneTape>, T) {
         let mut sink = T::default();
-        let s = &mut sink;
-        let list2 = |v: Vec<Mat<D, T>>, s: &mut T| -> Vec<Mat<D>> {
-            v.into_iter().map(|x| take_tape(x, s)).collect()
-        };
-        let list4 = |v: Vec<Map4<D, T>>, s: &mut T| -> Vec<Map4<D>> {
-            v.into_iter().map(|x| take_tape(x, s)).collect()
-        };
         let inputs = LossInputs {
             labels: self.labels,
-            logits: list2(self.logits, s),
-            features: list4(self.features, s),
-            embeddings: list2(self.embeddings, s),
-            teacher_logits: self.teacher_logits.map(|x| take_tape(x, s)),
-            teacher_features: list4(self.teacher_features, s),
-            partner_logits: self.partner_logits.map(|x| take_tape(x, s)),
-            fused_logits: self.fused_logits.map(|x| take_tape(x, s)),
-            gate: self.gate.map(|x| take_tape(x, s)),
-            attention: self.attention.map(|x| take_tape(x, s)),
+            out: self.out.split_tapes(&mut sink),
+            teacher: self.teacher.map(|o| o.split_tapes(&mut sink)),
+            partner: self.partner.map(|o| o.split_tapes(&mut sink)),
             epoch: self.epoch,
         };
         (inputs, sink)
     }
 }
-
 impl<D: OpsDevice> LossInputs<D, NoneTape> {
+    /// The teacher's logits `[b, K]` (`teacher_logits`).
+    pub fn teacher_logits(&self) -> Option<&Mat<D>> {
+        self.teacher.as_ref()?.logits.first()
+    }
+
+    /// The teacher's stage outputs (`teacher_features`; empty without a teacher).
+    pub fn teacher_features(&self) -> &[Map4<D>] {
+        self.teacher.as_ref().map_or(&[], |t| &t.features)
+    }
+
+    /// The partner's logits `[b, K]` (`partner_logits`).
+    pub fn partner_logits(&self) -> Option<&Mat<D>> {
+        self.partner.as_ref()?.logits.first()
+    }
+
     /// `logits[0..]`, at least `min` of them, all `[b, K]` with the same shape; `method` names
     /// the caller in errors.
     pub fn logits_list(&self, method: &'static str, min: usize) -> Result<&[Mat<D>], LossError> {
-        if self.logits.len() < min {
-            return Err(if self.logits.is_empty() {
+        let logits = &self.out.logits;
+        if logits.len() < min {
+            return Err(if logits.is_empty() {
                 LossError::missing(method, "logits")
             } else {
                 LossError::bad(
                     method,
-                    format!(
-                        "needs at least {min} logits tensors, got {}",
-                        self.logits.len()
-                    ),
+                    format!("needs at least {min} logits tensors, got {}", logits.len()),
                 )
             });
         }
-        let shape = *self.logits[0].shape();
-        for (i, z) in self.logits.iter().enumerate() {
+        let shape = *logits[0].shape();
+        for (i, z) in logits.iter().enumerate() {
             if *z.shape() != shape {
                 return Err(LossError::bad(
                     method,
@@ -147,7 +126,7 @@ impl<D: OpsDevice> LossInputs<D, NoneTape> {
                 ));
             }
         }
-        Ok(&self.logits)
+        Ok(logits)
     }
 
     /// The labels as a device index tensor, after checking there is one per row of `[b, K]`
@@ -193,10 +172,10 @@ impl<D: OpsDevice> LossInputs<D, NoneTape> {
 pub fn require_like<'a, D: Storage<f32>>(
     method: &'static str,
     name: &'static str,
-    x: &'a Option<Mat<D>>,
+    x: Option<&'a Mat<D>>,
     like: &Mat<D>,
 ) -> Result<&'a Mat<D>, LossError> {
-    let x = x.as_ref().ok_or(LossError::missing(method, name))?;
+    let x = x.ok_or(LossError::missing(method, name))?;
     if x.shape() != like.shape() {
         return Err(LossError::bad(
             method,
@@ -302,10 +281,6 @@ fn scalar_value<D: OpsDevice>(t: &Scalar<D>) -> f32 {
 /// Why a loss could not be computed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LossError {
-    /// The method name is not in the registry.
-    UnknownMethod(String),
-    /// The parameters did not parse (unknown field, wrong type).
-    Params { method: String, message: String },
     /// An input the method needs was not given.
     MissingInput {
         method: &'static str,
@@ -333,12 +308,6 @@ impl LossError {
 impl fmt::Display for LossError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::UnknownMethod(name) => write!(
-                f,
-                "unknown method `{name}`; valid methods: {}",
-                crate::METHOD_NAMES.join(", ")
-            ),
-            Self::Params { method, message } => write!(f, "{method}: bad params: {message}"),
             Self::MissingInput { method, input } => {
                 write!(f, "{method}: missing required input `{input}`")
             }

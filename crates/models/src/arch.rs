@@ -8,7 +8,7 @@ use std::fmt;
 
 /// The family of an architecture (which blocks and names it uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Family {
+pub enum ArchFamily {
     /// Post-activation ResNet (`resnet.rs`).
     #[default]
     ResNet,
@@ -24,7 +24,7 @@ pub enum Family {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ArchSpec {
     pub name: &'static str,
-    pub family: Family,
+    pub family: ArchFamily,
     /// Stem width (0: no stem, VGG).
     pub stem: usize,
     /// Width of every stage.
@@ -38,16 +38,16 @@ impl ArchSpec {
     /// (WRN), `block{l}` (VGG).
     pub fn stage_name(&self, l: usize) -> String {
         match self.family {
-            Family::ResNet | Family::PreAct => format!("layer{}", l + 1),
-            Family::Wide => format!("block{}", l + 1),
-            Family::Vgg => format!("block{l}"),
+            ArchFamily::ResNet | ArchFamily::PreAct => format!("layer{}", l + 1),
+            ArchFamily::Wide => format!("block{}", l + 1),
+            ArchFamily::Vgg => format!("block{l}"),
         }
     }
 
     /// The classifier's module name: `fc`, or `classifier` for VGG.
     pub fn fc_name(&self) -> &'static str {
         match self.family {
-            Family::Vgg => "classifier",
+            ArchFamily::Vgg => "classifier",
             _ => "fc",
         }
     }
@@ -71,20 +71,30 @@ pub const ARCH_NAMES: [&str; 12] = [
 
 /// The layout of `name`.
 pub fn arch_spec(name: &str) -> Result<ArchSpec, ModelError> {
-    let (family, stem, widths, depths): (Family, usize, &[usize], &[usize]) = match name {
-        "resnet18" => (Family::ResNet, 64, &[64, 128, 256, 512], &[2, 2, 2, 2]),
-        "resnet18-preact" => (Family::PreAct, 64, &[64, 128, 256, 512], &[2, 2, 2, 2]),
-        "resnet20" => (Family::ResNet, 16, &[16, 32, 64], &[3, 3, 3]),
-        "resnet32" => (Family::ResNet, 16, &[16, 32, 64], &[5, 5, 5]),
-        "resnet56" => (Family::ResNet, 16, &[16, 32, 64], &[9, 9, 9]),
-        "resnet110" => (Family::ResNet, 16, &[16, 32, 64], &[18, 18, 18]),
-        "resnet8x4" => (Family::ResNet, 32, &[64, 128, 256], &[1, 1, 1]),
-        "resnet32x4" => (Family::ResNet, 32, &[64, 128, 256], &[5, 5, 5]),
+    let (family, stem, widths, depths): (ArchFamily, usize, &[usize], &[usize]) = match name {
+        "resnet18" => (ArchFamily::ResNet, 64, &[64, 128, 256, 512], &[2, 2, 2, 2]),
+        "resnet18-preact" => (ArchFamily::PreAct, 64, &[64, 128, 256, 512], &[2, 2, 2, 2]),
+        "resnet20" => (ArchFamily::ResNet, 16, &[16, 32, 64], &[3, 3, 3]),
+        "resnet32" => (ArchFamily::ResNet, 16, &[16, 32, 64], &[5, 5, 5]),
+        "resnet56" => (ArchFamily::ResNet, 16, &[16, 32, 64], &[9, 9, 9]),
+        "resnet110" => (ArchFamily::ResNet, 16, &[16, 32, 64], &[18, 18, 18]),
+        "resnet8x4" => (ArchFamily::ResNet, 32, &[64, 128, 256], &[1, 1, 1]),
+        "resnet32x4" => (ArchFamily::ResNet, 32, &[64, 128, 256], &[5, 5, 5]),
         // WRN-d-k: (d − 4)/6 blocks per stage, widths 16k/32k/64k.
-        "wrn-16-2" => (Family::Wide, 16, &[32, 64, 128], &[2, 2, 2]),
-        "wrn-40-2" => (Family::Wide, 16, &[32, 64, 128], &[6, 6, 6]),
-        "vgg8" => (Family::Vgg, 0, &[64, 128, 256, 512, 512], &[1, 1, 1, 1, 1]),
-        "vgg13" => (Family::Vgg, 0, &[64, 128, 256, 512, 512], &[2, 2, 2, 2, 2]),
+        "wrn-16-2" => (ArchFamily::Wide, 16, &[32, 64, 128], &[2, 2, 2]),
+        "wrn-40-2" => (ArchFamily::Wide, 16, &[32, 64, 128], &[6, 6, 6]),
+        "vgg8" => (
+            ArchFamily::Vgg,
+            0,
+            &[64, 128, 256, 512, 512],
+            &[1, 1, 1, 1, 1],
+        ),
+        "vgg13" => (
+            ArchFamily::Vgg,
+            0,
+            &[64, 128, 256, 512, 512],
+            &[2, 2, 2, 2, 2],
+        ),
         _ => return Err(ModelError::UnknownArch(name.to_string())),
     };
     let name = ARCH_NAMES
@@ -175,9 +185,9 @@ pub fn build_network<D: Device<f32>>(
         )));
     }
     Ok(match spec.family {
-        Family::ResNet => crate::resnet::build(dev, spec, cfg),
-        Family::PreAct => crate::preact::build(dev, spec, cfg),
-        Family::Wide => crate::wrn::build(dev, spec, cfg),
-        Family::Vgg => crate::vgg::build(dev, spec, cfg),
+        ArchFamily::ResNet => crate::resnet::build(dev, spec, cfg),
+        ArchFamily::PreAct => crate::preact::build(dev, spec, cfg),
+        ArchFamily::Wide => crate::wrn::build(dev, spec, cfg),
+        ArchFamily::Vgg => crate::vgg::build(dev, spec, cfg),
     })
 }

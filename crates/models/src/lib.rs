@@ -34,7 +34,7 @@ pub mod stage;
 pub mod vgg;
 pub mod wrn;
 
-pub use arch::{arch_spec, build_network, ArchSpec, Family, ModelError, NetConfig, ARCH_NAMES};
+pub use arch::{arch_spec, build_network, ArchFamily, ArchSpec, ModelError, NetConfig, ARCH_NAMES};
 pub use collection::List;
 pub use heads::{Byot, Ffl, Mfef, Okddip, One};
 pub use layers::{Cube, Linear, Map4, Mat, Mode};

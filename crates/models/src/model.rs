@@ -41,20 +41,31 @@ impl<D: OpsDevice> Model<D> for Network<D> {
 }
 
 /// Independent networks (DML, KDCL; possibly different architectures), saved as `0.`, `1.`,
-/// ...: every network sees the same input; logits/embeddings are the students' in order
-/// (every head of every network), features those of network 0's head 0. KDCL feeds each
-/// network its own view: call [`Network::forward`] per network instead.
+/// ...: logits/embeddings are the students' in order (every head of every network), features
+/// those of network 0's head 0. [`Model::forward`] gives every network the same input; KDCL
+/// gives each its own view ([`Networks::forward_each`]).
 pub type Networks<D> = List<Network<D>>;
 
-impl<D: OpsDevice> Model<D> for Networks<D> {
-    fn forward<T: Tape<f32, D>>(&mut self, x: Map4<D, T>, mode: Mode) -> Outputs<D, T> {
+impl<D: OpsDevice> Networks<D> {
+    /// Forwards `views[k]` through network `k` (one view per network).
+    ///
+    /// # Panics
+    /// When the counts differ.
+    pub fn forward_each<T: Tape<f32, D>>(
+        &mut self,
+        views: Vec<Map4<D, T>>,
+        mode: Mode,
+    ) -> Outputs<D, T> {
+        assert_eq!(
+            views.len(),
+            self.items.len(),
+            "{} views for {} networks",
+            views.len(),
+            self.items.len()
+        );
         let mut out = Outputs::empty();
-        let (x, tape) = x.split_tape();
-        let mut tape = Some(tape);
-        for (k, net) in self.items.iter_mut().enumerate() {
-            let o = net
-                .forward(x.clone().put_tape(tape.take().unwrap_or_default()), mode)
-                .into_outputs();
+        for (k, (net, x)) in self.items.iter_mut().zip(views).enumerate() {
+            let o = net.forward(x, mode).into_outputs();
             if k == 0 {
                 out.features = o.features;
             }
@@ -62,6 +73,18 @@ impl<D: OpsDevice> Model<D> for Networks<D> {
             out.embeddings.extend(o.embeddings);
         }
         out
+    }
+}
+
+impl<D: OpsDevice> Model<D> for Networks<D> {
+    fn forward<T: Tape<f32, D>>(&mut self, x: Map4<D, T>, mode: Mode) -> Outputs<D, T> {
+        // The same input for every network; its tape goes with the first.
+        let (x, tape) = x.split_tape();
+        let mut tape = Some(tape);
+        let views = (0..self.items.len())
+            .map(|_| x.clone().put_tape(tape.take().unwrap_or_default()))
+            .collect();
+        self.forward_each(views, mode)
     }
     fn students(&self) -> Vec<Network<D>> {
         self.items.iter().flat_map(|n| n.students()).collect()

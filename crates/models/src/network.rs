@@ -17,7 +17,7 @@
 //! id and accumulate). The backward pass of a forward is the merge of the tapes of *all* its
 //! logits (kd-losses' `LossInputs` merges every input's tape).
 
-use crate::arch::{ArchSpec, Family};
+use crate::arch::ArchSpec;
 use crate::collection::peek;
 use crate::layers::{bn, gap, Linear, Map4, Mat, Mode};
 use crate::outputs::Outputs;
@@ -286,11 +286,6 @@ impl<D: OpsDevice> Network<D> {
         NetOutput { shared, heads }
     }
 
-    /// Training forward: BatchNorm uses batch statistics and updates its running statistics.
-    pub fn forward_train<T: Tape<f32, D>>(&mut self, x: Map4<D, T>) -> NetOutput<D, T> {
-        self.forward(x, Mode::Train)
-    }
-
     /// Evaluation forward (running statistics; `self` is not modified). Runs on a shallow copy
     /// (tensors are reference-counted and keep their ids, so gradients still reach the
     /// parameters when `x` carries a tape).
@@ -311,11 +306,6 @@ pub struct LayerRow {
 }
 
 impl<D: Device<f32>> Network<D> {
-    /// Number of stages `L`.
-    pub fn num_stages(&self) -> usize {
-        self.stages.len() + 1
-    }
-
     /// Trainable parameters (BN weight and bias, not running statistics).
     pub fn num_params(&self) -> usize {
         self.num_trainable_params()
@@ -443,10 +433,5 @@ impl<D: Device<f32>> Network<D> {
             });
         }
         rows
-    }
-
-    /// The family of the architecture.
-    pub fn family(&self) -> Family {
-        self.spec.family
     }
 }

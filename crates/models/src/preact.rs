@@ -91,7 +91,7 @@ pub fn preact_stage<D: Device<f32>>(
     }
 }
 
-/// resnet18-preact (`Family::PreAct`).
+/// resnet18-preact (`ArchFamily::PreAct`).
 pub(crate) fn build<D: Device<f32>>(dev: &D, spec: ArchSpec, cfg: NetConfig) -> Network<D> {
     let l = spec.widths.len();
     let mut in_c = spec.stem;

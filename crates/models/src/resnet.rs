@@ -82,7 +82,7 @@ pub fn basic_stage<D: Device<f32>>(
     }
 }
 
-/// A post-activation ResNet of `spec` (`Family::ResNet`).
+/// A post-activation ResNet of `spec` (`ArchFamily::ResNet`).
 pub(crate) fn build<D: Device<f32>>(dev: &D, spec: ArchSpec, cfg: NetConfig) -> Network<D> {
     let l = spec.widths.len();
     let mut in_c = spec.stem;

@@ -50,7 +50,7 @@ pub fn vgg_stage<D: Device<f32>>(
     }
 }
 
-/// A VGG of `spec` (`Family::Vgg`): pools before stages 2–4 (after blocks 1–3).
+/// A VGG of `spec` (`ArchFamily::Vgg`): pools before stages 2–4 (after blocks 1–3).
 pub(crate) fn build<D: Device<f32>>(dev: &D, spec: ArchSpec, cfg: NetConfig) -> Network<D> {
     let l = spec.widths.len();
     let mut in_c = cfg.in_channels;

@@ -16,7 +16,7 @@ use crate::stage::BlockKind;
 use dfdx::prelude::*;
 use kd_ops::{BatchNorm2d, Conv2d, Conv2dCfg};
 
-/// A WRN of `spec` (`Family::Wide`).
+/// A WRN of `spec` (`ArchFamily::Wide`).
 pub(crate) fn build<D: Device<f32>>(dev: &D, spec: ArchSpec, cfg: NetConfig) -> Network<D> {
     let l = spec.widths.len();
     let mut in_c = spec.stem;

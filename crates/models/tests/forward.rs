@@ -4,7 +4,7 @@ mod common;
 
 use common::{input, rows};
 use dfdx::prelude::*;
-use kd_models::{arch_spec, build_network, Family, Mode, NetConfig, ARCH_NAMES};
+use kd_models::{arch_spec, build_network, ArchFamily, Mode, NetConfig, ARCH_NAMES};
 
 /// Stage shapes of every architecture at 28, 32 and 64 (analytic), checked against a real
 /// forward pass for the small ones.
@@ -20,12 +20,12 @@ fn stage_shapes_every_arch() {
             let mut h = size;
             for (l, &(c, sh, sw)) in shapes.iter().enumerate() {
                 let down = match spec.family {
-                    Family::Vgg => (1..=3).contains(&l),
+                    ArchFamily::Vgg => (1..=3).contains(&l),
                     _ => l > 0,
                 };
                 if down {
                     h = match spec.family {
-                        Family::Vgg => h / 2,
+                        ArchFamily::Vgg => h / 2,
                         _ => (h - 1) / 2 + 1,
                     };
                 }

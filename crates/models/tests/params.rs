@@ -2,7 +2,7 @@
 //! not running statistics) and formula-derived counts for other class/channel counts.
 
 use dfdx::prelude::*;
-use kd_models::{arch_spec, build_network, Family, NetConfig, ARCH_NAMES};
+use kd_models::{arch_spec, build_network, ArchFamily, NetConfig, ARCH_NAMES};
 
 fn count(name: &str, cfg: NetConfig) -> usize {
     let dev = Cpu::seed_from_u64(0);
@@ -73,7 +73,7 @@ fn other_classes_and_channels() {
         let spec = arch_spec(name).unwrap();
         let base = count(name, NetConfig::default()) as i64;
         let c_l = *spec.widths.last().unwrap() as i64;
-        let first = if spec.family == Family::Vgg {
+        let first = if spec.family == ArchFamily::Vgg {
             spec.widths[0]
         } else {
             spec.stem

@@ -71,6 +71,7 @@ fn step(
 
 #[test]
 fn sgd_on_fashion_mnist() {
+    kd_data::require_fashion_mnist!();
     let set = read_fashion_mnist(Path::new("/usr/share/datasets/fashion-mnist"), Split::Train)
         .expect("Fashion-MNIST is installed");
     assert_eq!((set.channels, set.height, set.width), (1, 28, 28));

@@ -39,11 +39,24 @@ pub fn runtime_options<S: Shape + Default, D: Device<f32>>(
     }
 }
 
-const _: () = assert!(
-    std::mem::size_of::<TensorOptions<Shape4, f32, Cpu>>()
-        == std::mem::size_of::<(Shape4, Reset<Shape4, Cpu>, usize)>(),
-    "dfdx's TensorOptions layout changed: revisit `runtime_options`"
-);
+// dfdx is pinned to exactly 0.13.0 (the workspace's `=0.13.0`), and these check at compile
+// time that `TensorOptions` is still its three public fields and nothing else: each field's
+// place inside the struct, and a size that leaves no room for a fourth.
+const _: () = {
+    type O = TensorOptions<Shape4, f32, Cpu>;
+    let fields = std::mem::size_of::<bool>()
+        + std::mem::size_of::<Reset<Shape4, Cpu>>()
+        + std::mem::size_of::<Shape4>();
+    let size = std::mem::size_of::<O>();
+    assert!(
+        size >= fields && size - fields < std::mem::align_of::<O>(),
+        "dfdx's TensorOptions has fields besides do_gradient_update, reset and shape: revisit \
+         `runtime_options`"
+    );
+    assert!(std::mem::offset_of!(O, do_gradient_update) < size);
+    assert!(std::mem::offset_of!(O, reset) + std::mem::size_of::<Reset<Shape4, Cpu>>() <= size);
+    assert!(std::mem::offset_of!(O, shape) + std::mem::size_of::<Shape4>() <= size);
+};
 
 /// Fills with zeros (a [`Reset`] for biases and running means).
 pub fn fill_zeros<S: Shape, D: Device<f32>>(t: &mut Tensor<S, f32, D>) -> Result<(), D::Err> {

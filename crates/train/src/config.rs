@@ -1,18 +1,18 @@
 //! [`TrainConfig`]: everything a run needs, read from RON (`configs/<method>.ron`), overridden
 //! with `--set key=value`, resolved to the method's protocol defaults (`METHODS.md`, "Training
-//! protocol defaults", via [`Recipe`]) and written in full to the run folder.
+//! protocol defaults", via the method's [`Info`]) and written in full to the run folder.
 //!
 //! The loss hyper-parameters are `loss`: a map of the method's parameters (e.g.
-//! `loss: {"beta": 100.0, "target": "next"}`), checked by `kd_losses::Method::from_json`;
+//! `loss: {"beta": 100.0, "target": "next"}`), checked against the method's parameter struct;
 //! [`TrainConfig::resolve`] fills in every parameter the file leaves out, so the printed config
 //! is complete. RON files may write `epochs: 10` for optional fields (`implicit_some`).
 
+use crate::device::Device;
+use crate::method::{Info, Protocol};
 use crate::optim::SgdConfig;
-use crate::recipe::Recipe;
 use crate::schedule::Schedule;
 use anyhow::{anyhow, bail, Context, Result};
 use kd_data::Augment;
-use kd_losses::{Method, METHOD_NAMES};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// A method of `METHODS.md` (`kd_losses::METHOD_NAMES`).
+    /// A method of `METHODS.md` (`kd_train::methods::NAMES`).
     pub method: String,
     /// A dataset name of `DATASETS.md`.
     pub dataset: String,
@@ -99,7 +99,7 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Online methods: how many students (DML/KDCL networks, ONE/FFL/MFEF branches, OKDDip
     /// peers besides the leader); default 3 for ONE and OKDDip, 2 for the others
-    /// ([`Recipe::students`]). Must be left out for methods that train one network.
+    /// (`Method::STUDENTS`). Must be left out for methods that train one network.
     pub students: Option<usize>,
     /// Teacher → student methods (kd, at, sp): the run folder of a teacher trained by this
     /// project on the same dataset (`--teacher RUN_DIR`); its best checkpoint is loaded.
@@ -110,7 +110,7 @@ pub struct TrainConfig {
     /// Seeds the model initialisation and the data loader.
     pub seed: u64,
     /// `cpu`, or `cuda` (builds with the `cuda` feature).
-    pub device: String,
+    pub device: Device,
 }
 
 impl Default for TrainConfig {
@@ -129,7 +129,7 @@ impl Default for TrainConfig {
             loss: Value::Object(Default::default()),
             data: DataConfig::default(),
             seed: 0,
-            device: "cpu".into(),
+            device: Device::Cpu,
         }
     }
 }
@@ -199,26 +199,23 @@ impl TrainConfig {
             .expect("a config serializes")
     }
 
-    /// The method's recipe.
-    pub fn recipe(&self) -> Result<Recipe> {
-        Recipe::of(&self.method).ok_or_else(|| {
-            anyhow!(
-                "unknown method `{}`; valid methods: {}",
-                self.method,
-                METHOD_NAMES.join(", ")
-            )
-        })
+    /// The facts of the registered method `method`.
+    pub fn info(&self) -> Result<Info> {
+        crate::methods::info(&self.method)
     }
 
-    /// The loss with its parameters.
-    pub fn loss_method(&self) -> Result<Method> {
-        Method::from_json(&self.method, &self.loss).map_err(|e| anyhow!("loss: {e}"))
+    /// Checks names and fills every `None` and missing loss parameter with the registered
+    /// method's defaults.
+    pub fn resolve(self) -> Result<Self> {
+        let info = self.info()?;
+        self.resolve_with(&info)
     }
 
-    /// Checks names and fills every `None` and missing loss parameter with the method's
-    /// defaults.
-    pub fn resolve(mut self) -> Result<Self> {
-        let recipe = self.recipe()?;
+    /// [`TrainConfig::resolve`] for the method `info` describes (registered or not).
+    pub fn resolve_with(mut self, info: &Info) -> Result<Self> {
+        if self.method != info.name {
+            bail!("method `{}` is not `{}`", self.method, info.name);
+        }
         let dataset: kd_data::DatasetName = self.dataset.parse().map_err(|_| {
             anyhow!(
                 "unknown dataset `{}`; valid datasets: {}",
@@ -230,20 +227,20 @@ impl TrainConfig {
         let arch = self
             .arch
             .take()
-            .unwrap_or_else(|| recipe.family.arch().into());
+            .unwrap_or_else(|| info.protocol.arch().into());
         kd_models::arch_spec(&arch).map_err(|e| anyhow!("{e}"))?;
         self.arch = Some(arch);
-        let epochs = *self.epochs.get_or_insert(recipe.family.epochs());
-        if let Some(wd) = recipe.fusion_weight_decay() {
+        let epochs = *self.epochs.get_or_insert(info.protocol.epochs());
+        for (prefix, wd) in info.weight_decay_overrides() {
             let o = &mut self.optim.weight_decay_overrides;
-            if !o.iter().any(|(prefix, _)| prefix == "fusion.") {
-                o.push(("fusion.".into(), wd));
+            if !o.iter().any(|(p, _)| *p == prefix) {
+                o.push((prefix, wd));
             }
         }
         self.schedule
             .milestones
-            .get_or_insert_with(|| crate::recipe::Family::milestones(epochs));
-        match (recipe.students(), self.students) {
+            .get_or_insert_with(|| Protocol::milestones(epochs));
+        match (info.students, self.students) {
             (None, Some(n)) if n != 1 => bail!(
                 "students: {} trains one network; `students` is for the online methods \
                  (dml, one, okddip, kdcl, ffl, mfef)",
@@ -255,24 +252,18 @@ impl TrainConfig {
             }
             (Some((default, _)), n) => self.students = Some(n.unwrap_or(default)),
         }
-        if self.teacher.is_some() && !recipe.teacher {
+        if self.teacher.is_some() && !info.teacher {
             bail!(
                 "teacher: {} does not distil from a teacher (kd, at and sp do)",
                 self.method
             );
         }
-        let method = self.loss_method()?;
         self.loss = short_floats(
-            serde_json::to_value(&method)?
-                .get("params")
-                .cloned()
-                .unwrap_or(Value::Object(Default::default())),
+            info.resolve_params(&self.loss)
+                .map_err(|e| anyhow!("loss: {e}"))?,
         );
         if self.batch_size == 0 || self.eval_batch_size == 0 {
             bail!("batch_size and eval_batch_size must be at least 1");
-        }
-        if !matches!(self.device.as_str(), "cpu" | "cuda") {
-            bail!("{}", crate::device::unavailable(&self.device));
         }
         if let Some(r) = self.data.label_noise {
             if !(0.0..=1.0).contains(&r) {
@@ -347,7 +338,7 @@ impl TrainConfig {
     pub fn with_overrides(self, sets: &[String]) -> Result<Self> {
         let mut cfg = self.resolve()?;
         for s in sets {
-            let default = crate::recipe::Family::milestones(cfg.total_epochs());
+            let default = Protocol::milestones(cfg.total_epochs());
             let derived = cfg.schedule.milestones.as_ref() == Some(&default)
                 && !s.trim_start().starts_with("schedule");
             cfg = cfg.set(s)?;
@@ -357,6 +348,21 @@ impl TrainConfig {
             cfg = cfg.resolve()?;
         }
         Ok(cfg)
+    }
+
+    /// Whether the dotted `key` names a setting of this config (`loss.beta` of a resolved
+    /// `scd` config, but not of `ce`'s, whose loss has no parameters).
+    pub fn has_key(&self, key: &str) -> bool {
+        let Ok(mut node) = serde_json::to_value(self) else {
+            return false;
+        };
+        for part in key.split('.') {
+            match node.get_mut(part) {
+                Some(next) => node = next.take(),
+                None => return false,
+            }
+        }
+        true
     }
 
     /// The resolved architecture name.
@@ -378,22 +384,20 @@ impl TrainConfig {
     /// OKDDip, FFL, MFEF) is not shorter than the run: the distillation terms then never reach
     /// their full weight. It names the weight of the last epoch and the paper's `R` (80 of 300
     /// epochs) scaled to this run.
-    pub fn ramp_warning(&self) -> Result<Option<String>> {
-        let Some(r) = self.loss.get("ramp_epochs").and_then(Value::as_f64) else {
-            return Ok(None);
-        };
+    pub fn ramp_warning(&self, info: &Info) -> Option<String> {
+        let r = self.loss.get("ramp_epochs").and_then(Value::as_f64)?;
         let epochs = self.total_epochs();
         if r < epochs as f64 {
-            return Ok(None);
+            return None;
         }
-        let paper_epochs = self.recipe()?.family.epochs() as f64;
+        let paper_epochs = info.protocol.epochs() as f64;
         let scaled = (r * epochs as f64 / paper_epochs).round().max(1.0);
         let last = kd_losses::helpers::ramp(epochs.saturating_sub(1) as f32, r as f32);
-        Ok(Some(format!(
+        Some(format!(
             "loss.ramp_epochs = {r} is not shorter than the run ({epochs} epochs): the \
              distillation terms reach only {last:.3} of their weight (last epoch); the paper's \
              ramp ({r} of {paper_epochs} epochs) scaled to this run is loss.ramp_epochs={scaled}"
-        )))
+        ))
     }
 }
 
@@ -408,6 +412,7 @@ pub fn key_value(assignment: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::methods::info;
 
     #[test]
     fn a_ramp_longer_than_the_run_is_named_with_its_scaled_length() {
@@ -417,20 +422,22 @@ mod tests {
                 .with_overrides(&["epochs=15".into()])
                 .unwrap()
         };
-        let w = fifteen("ffl").ramp_warning().unwrap().expect("a warning");
+        let w = fifteen("ffl")
+            .ramp_warning(&info("ffl").unwrap())
+            .expect("a warning");
         // ramp(14, 80) = exp(-5 (66/80)^2) = 0.0333; 80 * 15 / 300 = 4.
         assert!(w.contains("reach only 0.033 "), "{w}");
         assert!(w.ends_with("loss.ramp_epochs=4"), "{w}");
         let short = fifteen("one")
             .with_overrides(&["loss.ramp_epochs=4".into()])
             .unwrap();
-        assert_eq!(short.ramp_warning().unwrap(), None);
-        assert_eq!(fifteen("dml").ramp_warning().unwrap(), None);
+        assert_eq!(short.ramp_warning(&info("one").unwrap()), None);
+        assert_eq!(fifteen("dml").ramp_warning(&info("dml").unwrap()), None);
         let full = TrainConfig::for_method("okddip")
             .unwrap()
             .resolve()
             .unwrap();
-        assert_eq!(full.ramp_warning().unwrap(), None);
+        assert_eq!(full.ramp_warning(&info("okddip").unwrap()), None);
     }
 
     #[test]

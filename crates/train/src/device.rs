@@ -3,17 +3,54 @@
 
 use anyhow::Result;
 use kd_ops::OpsDevice;
+use serde::{Deserialize, Serialize};
+
+/// Where a run computes (`TrainConfig::device`): `cpu`, or `cuda` in builds with the `cuda`
+/// feature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda),
+            other => Err(unavailable(other)),
+        }
+    }
+}
 
 /// A device a run can be placed on.
 pub trait TrainDevice: OpsDevice + Clone {
-    /// The name `TrainConfig::device` uses.
-    const NAME: &'static str;
+    /// The [`Device`] it is.
+    const DEVICE: Device;
     /// The device, with its random numbers (model initialisation) seeded by `seed`.
     fn create(seed: u64) -> Result<Self>;
 }
 
 impl TrainDevice for dfdx::prelude::Cpu {
-    const NAME: &'static str = "cpu";
+    const DEVICE: Device = Device::Cpu;
     fn create(seed: u64) -> Result<Self> {
         Ok(kd_models::dfdx_cpu(seed))
     }
@@ -21,7 +58,7 @@ impl TrainDevice for dfdx::prelude::Cpu {
 
 #[cfg(feature = "cuda")]
 impl TrainDevice for dfdx::prelude::Cuda {
-    const NAME: &'static str = "cuda";
+    const DEVICE: Device = Device::Cuda;
     /// Starts the driver and checks for a GPU first: cudarc 0.9 (under dfdx) panics when
     /// either fails, and a user should get an error instead.
     fn create(seed: u64) -> Result<Self> {

@@ -1,17 +1,20 @@
 //! kd-train: the trainer of kd (`cargo xtask train`).
 //!
+//! - [`method`]: a method as one unit ([`Method`]: its parameters, model, feed, loss and
+//!   evaluated entries); [`methods`]: every method of `METHODS.md`, one file each, and the
+//!   registry that lists them by name.
 //! - [`config`]: [`TrainConfig`], read from RON, overridden with `--set key=value`, resolved to
 //!   the paper protocol of `METHODS.md` ("Training protocol defaults") for the method.
-//! - [`recipe`]: per method, the model structure, sampler and teacher it needs ([`Recipe`]).
 //! - [`optim`]: SGD (momentum, Nesterov, L2 weight decay; PyTorch semantics) with saveable
 //!   velocities, so resumed runs continue exactly.
 //! - [`schedule`]: step and cosine learning-rate schedules with linear warm-up.
 //! - [`interrupt`]: Ctrl-C writes a mid-epoch checkpoint and stops.
-//! - [`run`]: run folders, the epoch loop, evaluation, checkpoints, resume ([`train`],
+//! - [`run`]: run folders, the training loop, evaluation, checkpoints, resume ([`train`],
 //!   [`resume`], [`evaluate_run`]).
 //! - [`sweep`]: grids of runs that skip complete points and resume interrupted ones.
-//! - [`metrics`], [`plot`], [`report`]: a run's `metrics.csv` read back, its PNG curves, and
-//!   the comparison of several runs (mean ± std over seeds, curves, sweeps).
+//! - [`metrics`], [`plot`], [`report`]: a run's `metrics.csv` written and read back (typed, by
+//!   [`Entry`]), its PNG curves, and the comparison of several runs (mean ± std over seeds,
+//!   curves, sweeps, papers' tables).
 //!
 //! Every method of `METHODS.md` trains on the CPU: the self-distillation methods `ce`, `scd`,
 //! `sad`, `cskd`, `ddgsd`, `byot`; the teacher → student methods `kd`, `at`, `sp` (from a
@@ -30,22 +33,27 @@
 
 pub mod config;
 pub mod device;
+pub mod entry;
+pub mod feed;
 pub mod interrupt;
+pub mod method;
+pub mod methods;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
-pub mod recipe;
 pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod sweep;
 
 pub use config::{DataConfig, TrainConfig};
+pub use device::Device;
+pub use entry::Entry;
+pub use method::{Method, Protocol};
 pub use optim::{Sgd, SgdConfig};
-pub use recipe::{Batching, Family, Recipe, Structure};
 pub use report::Report;
 pub use run::{
-    evaluate_run, resume, train, train_at, CheckpointState, EpochAcc, PartialEpoch, RunOptions,
-    RunResult, Summary,
+    evaluate_run, resume, resume_from, train, train_at, train_method, CheckpointState, EpochAcc,
+    PartialEpoch, RunOptions, RunResult, Summary,
 };
 pub use schedule::{Schedule, ScheduleKind};

@@ -4,6 +4,7 @@
 
 use crate::metrics::Metrics;
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -145,57 +146,81 @@ impl Chart {
             .draw()
             .map_err(|x| e(&x))?;
         for (s, (_, color, _)) in self.series.iter().zip(&legend) {
-            let color = *color;
             let pts: Vec<(f64, f64)> = s.points.iter().map(|p| (fx(p.0), p.1)).collect();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|x| e(&x))?;
-            if pts.len() <= 40 {
-                chart
-                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                    .map_err(|x| e(&x))?;
-            }
-            if let Some(errs) = &s.errors {
-                chart
-                    .draw_series(pts.iter().zip(errs).map(|(&(x, y), &d)| {
-                        ErrorBar::new_vertical(x, y - d, y, y + d, color.stroke_width(1), 8)
-                    }))
-                    .map_err(|x| e(&x))?;
-            }
+            draw_line(&mut chart, &pts, s.errors.as_deref(), *color).map_err(|x| e(&x))?;
         }
         for ((_, y, d), (_, color, _)) in self.references.iter().zip(&legend[self.series.len()..]) {
-            if *d > 0.0 {
-                chart
-                    .draw_series([Rectangle::new(
-                        [(x0, y - d), (x1, y + d)],
-                        color.mix(0.12).filled(),
-                    )])
-                    .map_err(|x| e(&x))?;
-            }
-            chart
-                .draw_series(LineSeries::new(
-                    vec![(x0, *y), (x1, *y)],
-                    color.stroke_width(1),
-                ))
-                .map_err(|x| e(&x))?;
+            draw_reference(&mut chart, (x0, x1), *y, *d, *color).map_err(|x| e(&x))?;
         }
-        for (i, (label, color, width)) in legend.iter().enumerate() {
-            let y = 20 + 20 * i as i32;
-            side.draw(&PathElement::new(
-                vec![(4, y), (28, y)],
-                color.stroke_width(*width),
-            ))
-            .map_err(|x| e(&x))?;
-            side.draw(&Text::new(
-                label.as_str(),
-                (36, y - 8),
-                ("sans-serif", 14).into_font().color(&BLACK),
-            ))
-            .map_err(|x| e(&x))?;
-        }
+        draw_legend(&side, &legend).map_err(|x| e(&x))?;
         root.present().map_err(|x| e(&x))?;
         Ok(())
     }
+}
+
+type Plot<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+type DrawResult =
+    Result<(), DrawingAreaErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>>;
+
+/// The legend: a short line (of the entry's width) and the label, one entry a row.
+fn draw_legend(
+    side: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    legend: &[(String, RGBAColor, u32)],
+) -> DrawResult {
+    for (i, (label, color, width)) in legend.iter().enumerate() {
+        let y = 20 + 20 * i as i32;
+        side.draw(&PathElement::new(
+            vec![(4, y), (28, y)],
+            color.stroke_width(*width),
+        ))?;
+        side.draw(&Text::new(
+            label.as_str(),
+            (36, y - 8),
+            ("sans-serif", 14).into_font().color(&BLACK),
+        ))?;
+    }
+    Ok(())
+}
+
+/// A line of `pts` (2 px), its points when there are at most 40, and ± error bars.
+fn draw_line(
+    chart: &mut Plot,
+    pts: &[(f64, f64)],
+    errs: Option<&[f64]>,
+    color: RGBAColor,
+) -> DrawResult {
+    chart.draw_series(LineSeries::new(pts.to_vec(), color.stroke_width(2)))?;
+    if pts.len() <= 40 {
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+    }
+    if let Some(errs) = errs {
+        chart.draw_series(pts.iter().zip(errs).map(|(&(x, y), &d)| {
+            ErrorBar::new_vertical(x, y - d, y, y + d, color.stroke_width(1), 8)
+        }))?;
+    }
+    Ok(())
+}
+
+/// A horizontal reference line at `y` across `xs` (1 px), over a shaded band `y ± d`.
+fn draw_reference(
+    chart: &mut Plot,
+    (x0, x1): (f64, f64),
+    y: f64,
+    d: f64,
+    color: RGBAColor,
+) -> DrawResult {
+    if d > 0.0 {
+        chart.draw_series([Rectangle::new(
+            [(x0, y - d), (x1, y + d)],
+            color.mix(0.12).filled(),
+        )])?;
+    }
+    chart.draw_series(LineSeries::new(
+        vec![(x0, y), (x1, y)],
+        color.stroke_width(1),
+    ))?;
+    Ok(())
 }
 
 /// A run's curves from its `metrics.csv`: `loss.png` (total and every term per epoch) and
@@ -213,10 +238,10 @@ pub fn run_plots(run_dir: &Path) -> Result<()> {
         y_label: "mean loss per batch".into(),
         ..Default::default()
     };
-    if let Some(total) = m.column("loss") {
-        loss.series.push(Series::new("total", &epochs, &total));
-    }
-    for (term, v) in m.with_prefix("loss_") {
+    let total: Vec<f64> = m.rows.iter().map(|r| r.loss).collect();
+    loss.series.push(Series::new("total", &epochs, &total));
+    for (i, term) in m.term_names().into_iter().enumerate() {
+        let v: Vec<f64> = m.rows.iter().map(|r| r.terms[i].1).collect();
         loss.series.push(Series::new(term, &epochs, &v));
     }
     loss.write_png(&run_dir.join("loss.png"))?;
@@ -226,12 +251,12 @@ pub fn run_plots(run_dir: &Path) -> Result<()> {
         y_label: "accuracy (%)".into(),
         ..Default::default()
     };
-    if let Some(train) = m.column("train_acc") {
-        acc.series.push(Series::new("train", &epochs, &train));
-    }
-    for (entry, v) in m.with_prefix("test_acc_") {
+    let train: Vec<f64> = m.rows.iter().map(|r| r.train_acc).collect();
+    acc.series.push(Series::new("train", &epochs, &train));
+    for entry in m.entries() {
+        let (xs, ys): (Vec<f64>, Vec<f64>) = m.test_curve(entry).into_iter().unzip();
         acc.series
-            .push(Series::new(format!("test {entry}"), &epochs, &v));
+            .push(Series::new(format!("test {entry}"), &xs, &ys));
     }
     acc.write_png(&run_dir.join("accuracy.png"))
 }

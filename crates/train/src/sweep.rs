@@ -172,49 +172,8 @@ impl Grid {
                 for arch in &archs {
                     for combo in &combos {
                         for seed in &seeds {
-                            let mut c = cfg.clone().with_overrides(&[
-                                format!("dataset={dataset}"),
-                                format!("arch={arch}"),
-                                format!("seed={seed}"),
-                            ])?;
-                            let mut swept = Vec::new();
-                            for (k, v) in combo {
-                                match c.clone().with_overrides(&[format!("{k}={v}")]) {
-                                    Ok(next) => {
-                                        c = next;
-                                        swept.push((k.clone(), v.clone()));
-                                    }
-                                    // A key this method does not have: not swept for it.
-                                    Err(e) if e.to_string().contains("unknown key") => {}
-                                    Err(e) => {
-                                        return Err(e.context(format!("grid: {method} {k}={v}")))
-                                    }
-                                }
-                            }
-                            let mut name = format!("{method}-{}-{}", c.dataset, c.arch_name());
-                            for (k, v) in &swept {
-                                let short = k.rsplit('.').next().unwrap_or(k);
-                                name.push_str(&format!("-{}={}", slug(short), slug(v)));
-                            }
-                            name.push_str(&format!("-s{}", c.seed));
-                            match points.iter().find(|p| p.name == name) {
-                                // The same run reached twice (a method without a swept key).
-                                Some(p) if p.cfg == c => {}
-                                Some(p) => bail!(
-                                    "grid: two different points would share the folder `{name}` (swept {:?} and {:?}); \
-                                     sweep keys whose last parts differ, or values that differ \
-                                     after replacing characters other than letters, digits, \
-                                     `.`, `-` and `_`",
-                                    p.swept,
-                                    swept
-                                ),
-                                None => points.push(Point {
-                                    name,
-                                    swept,
-                                    cfg: c,
-                                    teacher_point: None,
-                                }),
-                            }
+                            let at = [("dataset", dataset), ("arch", arch), ("seed", seed)];
+                            add_point(&mut points, point(&cfg, &at, combo)?)?;
                         }
                     }
                 }
@@ -300,6 +259,56 @@ impl Grid {
                 .collect();
         }
         Ok(out)
+    }
+}
+
+/// The point of `cfg` at `at` (dataset, architecture, seed) with the settings of `combo` the
+/// method has.
+fn point(cfg: &TrainConfig, at: &[(&str, &String)], combo: &[(String, String)]) -> Result<Point> {
+    let sets: Vec<String> = at.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut c = cfg.clone().with_overrides(&sets)?;
+    let mut swept = Vec::new();
+    for (k, v) in combo {
+        // A key this method does not have: not swept for it.
+        if !c.has_key(k) {
+            continue;
+        }
+        c = c
+            .with_overrides(&[format!("{k}={v}")])
+            .with_context(|| format!("grid: {} {k}={v}", cfg.method))?;
+        swept.push((k.clone(), v.clone()));
+    }
+    let mut name = format!("{}-{}-{}", c.method, c.dataset, c.arch_name());
+    for (k, v) in &swept {
+        let short = k.rsplit('.').next().unwrap_or(k);
+        name.push_str(&format!("-{}={}", slug(short), slug(v)));
+    }
+    name.push_str(&format!("-s{}", c.seed));
+    Ok(Point {
+        name,
+        swept,
+        cfg: c,
+        teacher_point: None,
+    })
+}
+
+/// Adds `p`, unless the same run is there already (a method without a swept key); two
+/// different runs that would share a folder are an error.
+fn add_point(points: &mut Vec<Point>, p: Point) -> Result<()> {
+    match points.iter().find(|q| q.name == p.name) {
+        Some(q) if q.cfg == p.cfg => Ok(()),
+        Some(q) => bail!(
+            "grid: two different points would share the folder `{}` (swept {:?} and {:?}); \
+             sweep keys whose last parts differ, or values that differ after replacing \
+             characters other than letters, digits, `.`, `-` and `_`",
+            p.name,
+            q.swept,
+            p.swept
+        ),
+        None => {
+            points.push(p);
+            Ok(())
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use kd_train::{train, RunOptions, TrainConfig};
 
 #[test]
 fn ce_on_fashion_mnist_subset_beats_80_percent() {
+    kd_data::require_fashion_mnist!();
     let t = std::time::Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let sets = [

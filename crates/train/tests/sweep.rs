@@ -8,6 +8,7 @@ use std::path::Path;
 
 #[test]
 fn sweeps_skip_complete_points_and_resume_stopped_ones() {
+    kd_data::require_fashion_mnist!();
     let dir = tempfile::tempdir().unwrap();
     let grid_file = dir.path().join("g.ron");
     std::fs::write(

@@ -7,7 +7,7 @@
 //! at the end of the timed steps, the same on both sides (PyTorch's includes libtorch itself).
 
 use anyhow::{Context, Result};
-use kd_losses::{LossInputs, Method};
+use kd_losses::LossInputs;
 use kd_models::{build_network, Mode, NetConfig};
 use kd_ops::dfdx::nn::ZeroGrads;
 use kd_ops::dfdx::prelude::*;
@@ -67,7 +67,8 @@ struct Measured {
 /// (the trainer logs it every step, which also waits for the GPU).
 fn run_ours<D: kd_train::device::TrainDevice>(dev: D, arch: &str, args: &Args) -> Result<Measured> {
     super::reset_peak_rss();
-    let gpu_base = if D::NAME == "cpu" {
+    let cpu = D::DEVICE == kd_train::Device::Cpu;
+    let gpu_base = if cpu {
         None
     } else {
         kd_train::device::gpu_used_mb()
@@ -81,13 +82,15 @@ fn run_ours<D: kd_train::device::TrainDevice>(dev: D, arch: &str, args: &Args) -
         .map(|_| rng.gen_range(-2.0..2.0))
         .collect();
     let y: Vec<usize> = (0..b).map(|_| rng.gen_range(0..CLASSES)).collect();
-    let ce = Method::with_defaults("ce")?;
+    let ce = kd_losses::methods::ce::CeParams::default();
     let mut grads = Some(net.alloc_grads());
     let mut step = || -> Result<f32> {
         let input = dev.tensor_from_vec(x.clone(), (b, 3, 32, 32));
         let out = net.forward(input.traced(grads.take().expect("grads")), Mode::Train);
         let logits = out.into_outputs().logits;
-        let loss = ce.compute(LossInputs::new(y.clone(), logits))?;
+        let loss = kd_losses::compute(LossInputs::new(y.clone(), logits), |x| {
+            kd_losses::methods::ce::terms(&ce, x)
+        })?;
         let value = loss.total_value();
         let mut g = loss.total.backward();
         opt.update(&mut net, &mut g, 0.1)
@@ -106,11 +109,11 @@ fn run_ours<D: kd_train::device::TrainDevice>(dev: D, arch: &str, args: &Args) -
     }
     let secs = t.elapsed().as_secs_f64();
     let cost = kd_ops::generic::host::take();
-    let generic = D::NAME != "cpu" || kd_ops::generic_on_cpu();
+    let generic = !cpu || kd_ops::generic_on_cpu();
     Ok(Measured {
         images_per_s: (b * args.steps) as f64 / secs,
         ms_per_step: 1e3 * secs / args.steps as f64,
-        peak_mb: if D::NAME == "cpu" {
+        peak_mb: if cpu {
             super::proc_kb("VmHWM:").map(|kb| kb / 1024.0)
         } else {
             kd_train::device::gpu_used_mb()

@@ -44,22 +44,22 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
 ) -> Result<Terms<D, T>, LossError> {
     let z = &x.logits_list("at", 1)?[0];
     let b = z.shape().0;
-    check_features("at", "features", &x.features, 1, b)?;
-    check_features("at", "teacher_features", &x.teacher_features, 1, b)?;
-    if x.features.len() != x.teacher_features.len() {
+    check_features("at", "features", &x.out.features, 1, b)?;
+    check_features("at", "teacher_features", x.teacher_features(), 1, b)?;
+    if x.out.features.len() != x.teacher_features().len() {
         return Err(LossError::bad(
             "at",
             format!(
                 "{} student stages but {} teacher stages",
-                x.features.len(),
-                x.teacher_features.len()
+                x.out.features.len(),
+                x.teacher_features().len()
             ),
         ));
     }
     let y = x.labels_for("at", z)?;
     let mut terms = Terms::new();
     terms.add("ce", ce(attach::<_, _, T>(z), &y));
-    for (fs, ft) in x.features.iter().zip(&x.teacher_features) {
+    for (fs, ft) in x.out.features.iter().zip(x.teacher_features()) {
         let (_, _, hs, ws) = *fs.shape();
         let (_, _, ht, wt) = *ft.shape();
         if !((hs >= ht && ws >= wt) || (hs <= ht && ws <= wt)) {
@@ -79,3 +79,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     }
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `at` loss.
+    At,
+    AtParams
+);

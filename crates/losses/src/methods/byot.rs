@@ -37,7 +37,7 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     x: &LossInputs<D>,
 ) -> Result<Terms<D, T>, LossError> {
     let zs = x.logits_list("byot", 2)?;
-    let es = &x.embeddings;
+    let es = &x.out.embeddings;
     if es.is_empty() {
         return Err(LossError::missing("byot", "embeddings"));
     }
@@ -68,3 +68,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     }
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `byot` loss.
+    Byot,
+    ByotParams
+);

@@ -22,3 +22,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     terms.add("ce", ce(attach(z), &y));
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `ce` loss.
+    Ce,
+    CeParams
+);

@@ -35,7 +35,7 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     x: &LossInputs<D>,
 ) -> Result<Terms<D, T>, LossError> {
     let z = &x.logits_list("cskd", 1)?[0];
-    let partner = require_like("cskd", "partner_logits", &x.partner_logits, z)?;
+    let partner = require_like("cskd", "partner_logits", x.partner_logits(), z)?;
     let y = x.labels_for("cskd", z)?;
     let mut terms = Terms::new();
     terms.add("ce", ce(attach::<_, _, T>(z), &y));
@@ -45,3 +45,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     );
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `cskd` loss.
+    Cskd,
+    CskdParams
+);

@@ -39,7 +39,7 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
         ));
     }
     let (z1, z2) = (&zs[0], &zs[1]);
-    let (e1, e2) = match x.embeddings.as_slice() {
+    let (e1, e2) = match x.out.embeddings.as_slice() {
         [] => return Err(LossError::missing("ddgsd", "embeddings")),
         [e1, e2] if e1.shape() == e2.shape() && e1.shape().0 == z1.shape().0 => (e1, e2),
         es => {
@@ -64,3 +64,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     terms.add("mmd", (m1 - m2).square().sum::<(), Axis<0>>() * p.mu);
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `ddgsd` loss.
+    Ddgsd,
+    DdgsdParams
+);

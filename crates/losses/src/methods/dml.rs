@@ -41,3 +41,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     }
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `dml` loss.
+    Dml,
+    DmlParams
+);

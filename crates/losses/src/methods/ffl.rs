@@ -37,7 +37,7 @@ pub fn fusion_terms<D: OpsDevice, T: Tape<f32, D>>(
     x: &LossInputs<D>,
 ) -> Result<Terms<D, T>, LossError> {
     let zs = x.logits_list(method, 1)?;
-    let fused = require_like(method, "fused_logits", &x.fused_logits, &zs[0])?;
+    let fused = require_like(method, "fused_logits", x.out.fused_logits.as_ref(), &zs[0])?;
     let y = x.labels_for(method, &zs[0])?;
     let w = ramp(x.epoch_for(method)?, p.ramp_epochs);
     let mut terms = Terms::new();
@@ -60,3 +60,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
 ) -> Result<Terms<D, T>, LossError> {
     fusion_terms("ffl", p, x)
 }
+
+crate::loss!(
+    /// The `ffl` loss.
+    Ffl,
+    FflParams
+);

@@ -31,10 +31,16 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     x: &LossInputs<D>,
 ) -> Result<Terms<D, T>, LossError> {
     let z = &x.logits_list("kd", 1)?[0];
-    let zt = require_like("kd", "teacher_logits", &x.teacher_logits, z)?;
+    let zt = require_like("kd", "teacher_logits", x.teacher_logits(), z)?;
     let y = x.labels_for("kd", z)?;
     let mut terms = Terms::new();
     terms.add("ce", ce(attach::<_, _, T>(z), &y) * (1.0 - p.alpha));
     terms.add("kl", kl_t(attach::<_, _, T>(z), sg(zt), p.t) * p.alpha);
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `kd` loss.
+    Kd,
+    KdParams
+);

@@ -50,3 +50,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     }
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `kdcl` loss.
+    Kdcl,
+    KdclParams
+);

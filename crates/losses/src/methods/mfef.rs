@@ -18,3 +18,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
 ) -> Result<Terms<D, T>, LossError> {
     fusion_terms("mfef", p, x)
 }
+
+crate::loss!(
+    /// The `mfef` loss.
+    Mfef,
+    MfefParams
+);

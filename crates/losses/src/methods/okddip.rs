@@ -40,6 +40,7 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     let n_peers = zs.len() - 1;
     let (peers, leader) = (&zs[..n_peers], &zs[n_peers]);
     let attention = x
+        .out
         .attention
         .as_ref()
         .ok_or(LossError::missing("okddip", "attention"))?;
@@ -74,3 +75,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     terms.add("kl", kl_t(attach::<_, _, T>(leader), peer_mean, p.t) * w);
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `okddip` loss.
+    Okddip,
+    OkddipParams
+);

@@ -28,6 +28,18 @@ impl Default for OneParams {
     }
 }
 
+/// ONE's teacher, the gated ensemble `z_e = Σ_i g_i z_i` of the branches' logits `zs` with
+/// the gate `[b, m]` (also what ONE reports as its ensemble).
+pub fn gated_ensemble<D: OpsDevice, T: Tape<f32, D>>(zs: &[Mat<D>], gate: &Mat<D>) -> Mat<D, T> {
+    let weighted = |i: usize, z: &Mat<D>| -> Mat<D, T> {
+        scale_rows(attach::<_, _, T>(z), column(attach::<_, _, T>(gate), i))
+    };
+    zs.iter()
+        .enumerate()
+        .skip(1)
+        .fold(weighted(0, &zs[0]), |acc, (i, z)| acc + weighted(i, z))
+}
+
 /// Terms `ce` (branches and ensemble) and `kl` (ramp applied); inputs `logits[0..m]`, `gate`
 /// `[b, m]` (softmaxed), `epoch`, `labels`.
 pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
@@ -35,7 +47,11 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     x: &LossInputs<D>,
 ) -> Result<Terms<D, T>, LossError> {
     let zs = x.logits_list("one", 1)?;
-    let gate = x.gate.as_ref().ok_or(LossError::missing("one", "gate"))?;
+    let gate = x
+        .out
+        .gate
+        .as_ref()
+        .ok_or(LossError::missing("one", "gate"))?;
     let b = zs[0].shape().0;
     if *gate.shape() != (b, zs.len()) {
         return Err(LossError::bad(
@@ -49,14 +65,7 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     }
     let y = x.labels_for("one", &zs[0])?;
     let w = ramp(x.epoch_for("one")?, p.ramp_epochs);
-    let weighted = |i: usize, z: &Mat<D>| -> Mat<D, T> {
-        scale_rows(attach::<_, _, T>(z), column(attach::<_, _, T>(gate), i))
-    };
-    let ensemble = zs
-        .iter()
-        .enumerate()
-        .skip(1)
-        .fold(weighted(0, &zs[0]), |acc, (i, z)| acc + weighted(i, z));
+    let ensemble = gated_ensemble::<D, T>(zs, gate);
     let teacher = sg(&ensemble);
     let mut terms = Terms::new();
     for z in zs {
@@ -68,3 +77,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     }
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `one` loss.
+    One,
+    OneParams
+);

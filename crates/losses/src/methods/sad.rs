@@ -36,8 +36,8 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     x: &LossInputs<D>,
 ) -> Result<Terms<D, T>, LossError> {
     let z = &x.logits_list("sad", 1)?[0];
-    check_features("sad", "features", &x.features, 2, z.shape().0)?;
-    for (l, pair) in x.features.windows(2).enumerate() {
+    check_features("sad", "features", &x.out.features, 2, z.shape().0)?;
+    for (l, pair) in x.out.features.windows(2).enumerate() {
         let (_, _, h, w) = *pair[0].shape();
         let (_, _, hd, wd) = *pair[1].shape();
         if (2 * hd, 2 * wd) != (h, w) {
@@ -53,10 +53,16 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     let y = x.labels_for("sad", z)?;
     let mut terms = Terms::new();
     terms.add("ce", ce(attach::<_, _, T>(z), &y));
-    for pair in x.features.windows(2) {
+    for pair in x.out.features.windows(2) {
         let student = psi(attach::<_, _, T>(&pair[0]));
         let target = psi(kd_ops::upsample_bilinear2x(sg(&pair[1])));
         terms.add("sad", mse(student, target) * p.weight);
     }
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `sad` loss.
+    Sad,
+    SadParams
+);

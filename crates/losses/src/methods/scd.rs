@@ -97,10 +97,16 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     x: &LossInputs<D>,
 ) -> Result<Terms<D, T>, LossError> {
     let z = &x.logits_list("scd", 1)?[0];
-    check_features("scd", "features", &x.features, 2, z.shape().0)?;
+    check_features("scd", "features", &x.out.features, 2, z.shape().0)?;
     let y = x.labels_for("scd", z)?;
     let mut terms = Terms::new();
     terms.add("ce", ce(attach::<_, _, T>(z), &y));
-    terms.add("scd", scd_term(p, &x.features));
+    terms.add("scd", scd_term(p, &x.out.features));
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `scd` loss.
+    Scd,
+    ScdParams
+);

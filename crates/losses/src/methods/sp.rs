@@ -36,11 +36,11 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
 ) -> Result<Terms<D, T>, LossError> {
     let z = &x.logits_list("sp", 1)?[0];
     let b = z.shape().0;
-    check_features("sp", "features", &x.features, 1, b)?;
-    check_features("sp", "teacher_features", &x.teacher_features, 1, b)?;
+    check_features("sp", "features", &x.out.features, 1, b)?;
+    check_features("sp", "teacher_features", x.teacher_features(), 1, b)?;
     let y = x.labels_for("sp", z)?;
-    let fs = &x.features[x.features.len() - 1];
-    let ft = &x.teacher_features[x.teacher_features.len() - 1];
+    let fs = &x.out.features[x.out.features.len() - 1];
+    let ft = &x.teacher_features()[x.teacher_features().len() - 1];
     let gs = gram(flatten(attach::<_, _, T>(fs)));
     let gt = gram(flatten(sg(ft)));
     let mut terms = Terms::new();
@@ -48,3 +48,9 @@ pub fn terms<D: OpsDevice, T: Tape<f32, D>>(
     terms.add("sp", sq_frobenius_over_b2(gs, gt) * p.gamma);
     Ok(terms)
 }
+
+crate::loss!(
+    /// The `sp` loss.
+    Sp,
+    SpParams
+);

@@ -1,10 +1,11 @@
-//! Every reference case of `FIXTURES.md` (copied to `tests/fixtures/losses/`) through
-//! `check_loss_case`: total, terms and input gradients within the case tolerance.
+//! Every reference case of `FIXTURES.md` (copied to `crates/losses/tests/fixtures/losses/`)
+//! through the registry's `check_loss_case`: total, terms and input gradients within the case
+//! tolerance.
 
 use std::path::PathBuf;
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/losses")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../losses/tests/fixtures/losses")
 }
 
 /// Checks one case file, printing its report line; panics if it fails.
@@ -18,7 +19,7 @@ fn check(method: &str) {
         "{} holds another method",
         path.display()
     );
-    let report = kd_losses::check_loss_case(&path.display().to_string(), &case)
+    let report = kd_train::methods::check_loss_case(&path.display().to_string(), &case)
         .unwrap_or_else(|e| panic!("{method}: {e}"));
     let ratio = report.worst.as_ref().map_or(f64::NAN, |w| w.ratio);
     println!("{} (worst {ratio:.3} of the tolerance)", report.line());
@@ -33,7 +34,7 @@ macro_rules! cases {
         #[test]
         fn every_method_has_a_case() {
             let tested = [$(stringify!($m)),*];
-            for name in kd_losses::METHOD_NAMES {
+            for name in kd_train::methods::NAMES {
                 assert!(tested.contains(name), "no fixture test for `{name}`");
             }
             let mut files: Vec<String> = std::fs::read_dir(dir())
@@ -57,9 +58,9 @@ fn unknown_method_is_an_error_listing_the_valid_ones() {
         "expected": {"total": 0.0, "terms": {}, "grads": {}},
         "tolerance": {"rel": 1e-4, "abs": 1e-6}
     });
-    let err = kd_losses::check_loss_case("nope", &case).unwrap_err();
+    let err = kd_train::methods::check_loss_case("nope", &case).unwrap_err();
     assert!(err.contains("nope"), "{err}");
-    for name in kd_losses::METHOD_NAMES {
+    for name in kd_train::methods::NAMES {
         assert!(err.contains(name), "{err} does not list {name}");
     }
 }

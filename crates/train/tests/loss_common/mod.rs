@@ -3,7 +3,44 @@
 #![allow(dead_code)]
 
 use dfdx::prelude::*;
-use kd_losses::{LossInputs, Method};
+use kd_losses::{LossInputs, LossOutput, Outputs};
+
+/// A registered method with its loss parameters, whose loss is kd-train's registry's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Method {
+    name: String,
+    params: serde_json::Value,
+}
+
+impl Method {
+    /// `name` with `METHODS.md`'s defaults.
+    pub fn with_defaults(name: &str) -> Result<Self, String> {
+        Self::from_json(name, &serde_json::json!({}))
+    }
+
+    /// `name` with `params` (checked).
+    pub fn from_json(name: &str, params: &serde_json::Value) -> Result<Self, String> {
+        let info = kd_train::methods::info(name).map_err(|e| e.to_string())?;
+        let params = info.resolve_params(params)?;
+        Ok(Self {
+            name: name.into(),
+            params,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The resolved parameters.
+    pub fn params(&self) -> &serde_json::Value {
+        &self.params
+    }
+
+    pub fn compute(&self, inputs: LossInputs<Cpu, Tr>) -> Result<LossOutput<Cpu, Tr>, String> {
+        kd_train::methods::loss(&self.name, &self.params, inputs).map_err(|e| e.to_string())
+    }
+}
 
 pub type Tr = OwnedTape<f32, Cpu>;
 
@@ -189,19 +226,16 @@ pub fn eval(method: &Method, host: &Host) -> Eval {
     let att = dev.tensor_from_vec(host.attention.1.clone(), (host.b, p, p));
     let attention = Some(att.leaky_trace());
     leaves.push(("attention".into(), Leaf::Cube(att)));
-    let inputs = LossInputs::<Cpu, Tr> {
-        labels: host.labels.clone(),
-        logits,
-        features,
-        embeddings,
-        teacher_logits,
-        teacher_features,
-        partner_logits,
-        fused_logits,
-        gate,
-        attention,
-        epoch: Some(host.epoch),
-    };
+    let mut out = Outputs::empty();
+    (out.logits, out.features, out.embeddings) = (logits, features, embeddings);
+    (out.fused_logits, out.gate, out.attention) = (fused_logits, gate, attention);
+    let mut teacher = Outputs::empty();
+    (teacher.logits, teacher.features) = (teacher_logits.into_iter().collect(), teacher_features);
+    let mut partner = Outputs::empty();
+    partner.logits = partner_logits.into_iter().collect();
+    let mut inputs = LossInputs::<Cpu, Tr>::of(host.labels.clone(), out);
+    (inputs.teacher, inputs.partner) = (Some(teacher), Some(partner));
+    inputs.epoch = Some(host.epoch);
     let out = method
         .compute(inputs)
         .unwrap_or_else(|e| panic!("{}: {e}", method.name()));

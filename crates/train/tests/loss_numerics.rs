@@ -1,9 +1,11 @@
 //! Numerical safety: no NaN or infinity in any total, term or gradient for very large logits,
 //! zero feature maps, or a batch of one.
 
+#[path = "loss_common/mod.rs"]
 mod common;
+use common::Method;
 use common::{assert_finite, eval, host_inputs};
-use kd_losses::{Method, METHOD_NAMES};
+use kd_train::methods::NAMES as METHOD_NAMES;
 
 #[test]
 fn very_large_logits_stay_finite() {
