@@ -6,9 +6,8 @@ use kd_ops::OpsDevice;
 use serde::{Deserialize, Serialize};
 
 /// Where a run computes (`TrainConfig::device`): `cpu`, or `cuda` in builds with the `cuda`
-/// feature.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// feature. Written as a string (`device: "cpu"`), as configs always have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Device {
     #[default]
     Cpu,
@@ -27,6 +26,19 @@ impl Device {
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl Serialize for Device {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Device {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -120,5 +132,19 @@ pub fn unavailable(device: &str) -> String {
             "unknown device `{device}`; valid devices: cpu, cuda (this build: {})",
             available().join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_strings_in_configs() {
+        assert_eq!(serde_json::to_string(&Device::Cpu).unwrap(), "\"cpu\"");
+        let d: Device = serde_json::from_str("\"cuda\"").unwrap();
+        assert_eq!(d, Device::Cuda);
+        let e = serde_json::from_str::<Device>("\"tpu\"").unwrap_err().to_string();
+        assert!(e.contains("unknown device `tpu`"), "{e}");
     }
 }
