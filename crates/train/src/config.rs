@@ -440,6 +440,18 @@ mod tests {
         assert_eq!(full.ramp_warning(&info("okddip").unwrap()), None);
     }
 
+    /// Run folders written before `Device` was an enum (and after) name it as a string.
+    #[test]
+    fn a_config_names_its_device_as_a_string() {
+        let c = TrainConfig::from_ron_str("(method: \"ce\", device: \"cpu\")", "old.ron").unwrap();
+        assert_eq!(c.device, Device::Cpu);
+        assert!(c.to_ron().contains("device: \"cpu\""), "{}", c.to_ron());
+        let e = TrainConfig::from_ron_str("(device: \"tpu\")", "bad.ron")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.ron") && e.contains("tpu"), "{e}");
+    }
+
     #[test]
     fn defaults_follow_the_protocol() {
         let c = TrainConfig::for_method("scd").unwrap();

@@ -144,7 +144,9 @@ mod tests {
         assert_eq!(serde_json::to_string(&Device::Cpu).unwrap(), "\"cpu\"");
         let d: Device = serde_json::from_str("\"cuda\"").unwrap();
         assert_eq!(d, Device::Cuda);
-        let e = serde_json::from_str::<Device>("\"tpu\"").unwrap_err().to_string();
+        let e = serde_json::from_str::<Device>("\"tpu\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown device `tpu`"), "{e}");
     }
 }
