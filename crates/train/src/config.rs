@@ -242,9 +242,9 @@ impl TrainConfig {
             .get_or_insert_with(|| Protocol::milestones(epochs));
         match (info.students, self.students) {
             (None, Some(n)) if n != 1 => bail!(
-                "students: {} trains one network; `students` is for the online methods \
-                 (dml, one, okddip, kdcl, ffl, mfef)",
-                self.method
+                "students: {} trains one network; `students` is for the online methods ({})",
+                self.method,
+                crate::methods::names_where(|i| i.students.is_some())
             ),
             (None, _) => self.students = None,
             (Some((_, min)), Some(n)) if n < min => {
@@ -254,8 +254,9 @@ impl TrainConfig {
         }
         if self.teacher.is_some() && !info.teacher {
             bail!(
-                "teacher: {} does not distil from a teacher (kd, at and sp do)",
-                self.method
+                "teacher: {} does not distil from a teacher ({} do)",
+                self.method,
+                crate::methods::names_where(|i| i.teacher)
             );
         }
         self.loss = short_floats(

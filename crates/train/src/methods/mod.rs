@@ -88,6 +88,16 @@ pub fn info(name: &str) -> Result<Info> {
     visit(name, Of)
 }
 
+/// The registered methods whose [`Info`] satisfies `f`, joined for a message ("dml, one, ...").
+pub fn names_where(f: impl Fn(&Info) -> bool) -> String {
+    NAMES
+        .iter()
+        .filter(|n| info(n).is_ok_and(|i| f(&i)))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The loss of the registered method `name` with `params` (a JSON object of overrides, or
 /// null) on `inputs`: its weighted terms and their total.
 pub fn loss<D: OpsDevice, T: Tape<f32, D>>(

@@ -58,8 +58,8 @@ pub(crate) fn load<D: TrainDevice>(
     let (state, ckpt) = checkpoint::load(dir, name).with_context(what)?;
     if state.students != [Entry::Net] {
         bail!(
-            "{}: a `{}` run trains more than one plain network; a teacher must be a run of ce, \
-             scd, sad, cskd or ddgsd",
+            "{}: a `{}` run does not train one plain network; a teacher is a run whose only \
+             reported entry is `net` (ce, say)",
             what(),
             tcfg.method
         );
