@@ -73,6 +73,11 @@ impl Regime {
     }
 }
 
+/// How many of `a` differ from `b` (the labels a regime changed).
+pub fn changed_labels(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x != y).count()
+}
+
 /// Changes exactly `round(rate·n)` labels, chosen at random, each to a uniformly drawn other
 /// class; returns how many changed.
 fn symmetric_noise(set: &mut ImageSet, rate: f64, seed: u64) -> Result<usize> {
@@ -187,12 +192,7 @@ mod tests {
         };
         let mut a = clean.clone();
         let applied = r.apply(&mut a).unwrap();
-        let changed = a
-            .labels
-            .iter()
-            .zip(&clean.labels)
-            .filter(|(x, y)| x != y)
-            .count();
+        let changed = changed_labels(&a.labels, &clean.labels);
         assert_eq!(changed, applied.flipped);
         assert!((changed as f64 / 10_000.0 - 0.4).abs() < 0.01, "{changed}");
         assert_eq!(a.images, clean.images, "only labels change");
@@ -234,24 +234,20 @@ mod tests {
     #[test]
     fn bad_values_name_the_option() {
         let mut s = set(3, 4);
-        let e = Regime {
+        let few = Regime {
             per_class: Some(5),
             ..Default::default()
-        }
-        .apply(&mut s)
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("data.per_class = 5") && e.contains("only 4"),
-            "{e}"
-        );
-        let e = Regime {
+        };
+        let noisy = Regime {
             label_noise: Some(1.5),
             ..Default::default()
+        };
+        for (r, want) in [
+            (few, "data.per_class = 5"),
+            (noisy, "data.label_noise = 1.5"),
+        ] {
+            let e = r.apply(&mut s).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
         }
-        .apply(&mut s)
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("data.label_noise = 1.5"), "{e}");
     }
 }

@@ -129,6 +129,17 @@ impl ConvGeom {
             ow,
         }
     }
+    /// Panics unless a bias of `len` values (if any) has one per output channel.
+    pub fn check_bias(&self, len: Option<usize>) {
+        if let Some(len) = len {
+            assert_eq!(
+                len, self.co,
+                "conv2d: bias has {len} values for {} output channels",
+                self.co
+            );
+        }
+    }
+
     /// Rows of one group's im2col matrix.
     pub fn kg(&self) -> usize {
         self.cig * self.kh * self.kw
@@ -484,15 +495,7 @@ pub(crate) fn conv2d_cpu<T: Tape<f32, Cpu>>(
     cfg: Conv2dCfg,
 ) -> Tensor<Shape4, f32, Cpu, T> {
     let geo = ConvGeom::new(*x.shape(), *weight.shape(), cfg);
-    if let Some(b) = bias {
-        assert_eq!(
-            b.shape().0,
-            geo.co,
-            "conv2d: bias has {} values for {} output channels",
-            b.shape().0,
-            geo.co
-        );
-    }
+    geo.check_bias(bias.map(|b| b.shape().0));
     let (x, mut tape) = x.contiguous().split_tape();
     let xv = util::read(&x);
     let wv = util::read(weight);

@@ -27,15 +27,7 @@ pub fn conv2d<D: OpsDevice, T: Tape<f32, D>>(
     let dev = x.device().clone();
     let (geo, table) = super::host::plan(|| {
         let geo = ConvGeom::new(*x.shape(), *weight.shape(), cfg);
-        if let Some(b) = bias {
-            assert_eq!(
-                b.shape().0,
-                geo.co,
-                "conv2d: bias has {} values for {} output channels",
-                b.shape().0,
-                geo.co
-            );
-        }
+        geo.check_bias(bias.map(|b| b.shape().0));
         let spatial = Geometry {
             n: geo.n,
             hw: (geo.h, geo.w),

@@ -48,18 +48,65 @@ fn layout(x: Shape4, cfg: Pool2dCfg, op: &str) -> Option<Taps> {
     })
 }
 
+type Stacked<D, T> = Tensor<(usize, usize, usize, usize, usize), f32, D, T>;
+
+/// How a pooling reduces a window.
+trait Reduce {
+    const OP: &'static str;
+    /// What padding reads.
+    const PAD: f32;
+    /// Over the two window axes of the tiling view.
+    fn tiles<D: OpsDevice, T: Tape<f32, D>>(t: Tiles<D, T>) -> Tensor<Shape4, f32, D, T>;
+    /// Over the stacked taps.
+    fn taps<D: OpsDevice, T: Tape<f32, D>>(s: Stacked<D, T>) -> Tensor<Shape4, f32, D, T>;
+}
+
+/// The window's maximum; ties share the gradient, as dfdx's `max` does.
+struct Max;
+
+impl Reduce for Max {
+    const OP: &'static str = "max_pool2d";
+    const PAD: f32 = f32::NEG_INFINITY;
+    fn tiles<D: OpsDevice, T: Tape<f32, D>>(t: Tiles<D, T>) -> Tensor<Shape4, f32, D, T> {
+        t.max::<Shape4, Axes2<3, 5>>()
+    }
+    fn taps<D: OpsDevice, T: Tape<f32, D>>(s: Stacked<D, T>) -> Tensor<Shape4, f32, D, T> {
+        s.max::<Shape4, Axis<0>>()
+    }
+}
+
+/// The window's mean, padding counted as zeros (every tap is a window element: `/ k²`).
+struct Mean;
+
+impl Reduce for Mean {
+    const OP: &'static str = "avg_pool2d";
+    const PAD: f32 = 0.0;
+    fn tiles<D: OpsDevice, T: Tape<f32, D>>(t: Tiles<D, T>) -> Tensor<Shape4, f32, D, T> {
+        t.mean::<Shape4, Axes2<3, 5>>()
+    }
+    fn taps<D: OpsDevice, T: Tape<f32, D>>(s: Stacked<D, T>) -> Tensor<Shape4, f32, D, T> {
+        s.mean::<Shape4, Axis<0>>()
+    }
+}
+
+/// A pooling of square windows: the tiling view when the windows tile the input, otherwise
+/// the taps of the padded input.
+fn pool<R: Reduce, D: OpsDevice, T: Tape<f32, D>>(
+    x: Tensor<Shape4, f32, D, T>,
+    cfg: Pool2dCfg,
+) -> Tensor<Shape4, f32, D, T> {
+    match super::host::plan(|| layout(*x.shape(), cfg, R::OP)) {
+        None => R::tiles(tiles(x, (cfg.kernel, cfg.kernel))),
+        Some(lay) => R::taps(taps::stack(taps::slices(taps::pad(x, &lay, R::PAD), &lay))),
+    }
+}
+
 /// Max pooling (see [`crate::max_pool2d`]); ties share the gradient, as dfdx's `max` does.
 pub fn max_pool2d<D: OpsDevice, T: Tape<f32, D>>(
     x: Tensor<Shape4, f32, D, T>,
     cfg: Pool2dCfg,
 ) -> Tensor<Shape4, f32, D, T> {
-    match super::host::plan(|| layout(*x.shape(), cfg, "max_pool2d")) {
-        None => tiles(x, (cfg.kernel, cfg.kernel)).max::<Shape4, Axes2<3, 5>>(),
-        Some(lay) => {
-            let xp = taps::pad(x, &lay, f32::NEG_INFINITY);
-            taps::stack(taps::slices(xp, &lay)).max::<Shape4, Axis<0>>()
-        }
-    }
+    pool::<Max, D, T>(x, cfg)
 }
 
 /// Average pooling (see [`crate::avg_pool2d`]): padding counts as zeros.
@@ -67,14 +114,7 @@ pub fn avg_pool2d<D: OpsDevice, T: Tape<f32, D>>(
     x: Tensor<Shape4, f32, D, T>,
     cfg: Pool2dCfg,
 ) -> Tensor<Shape4, f32, D, T> {
-    match super::host::plan(|| layout(*x.shape(), cfg, "avg_pool2d")) {
-        None => tiles(x, (cfg.kernel, cfg.kernel)).mean::<Shape4, Axes2<3, 5>>(),
-        Some(lay) => {
-            let xp = taps::pad(x, &lay, 0.0);
-            let k2 = (cfg.kernel * cfg.kernel) as f32;
-            taps::stack(taps::slices(xp, &lay)).sum::<Shape4, Axis<0>>() / k2
-        }
-    }
+    pool::<Mean, D, T>(x, cfg)
 }
 
 /// PyTorch's adaptive window `[⌊i·n/o⌋, ⌈(i+1)·n/o⌉)` of output `i`.

@@ -196,12 +196,7 @@ mod tests {
             test.labels, raw_test.labels,
             "the test set keeps its labels"
         );
-        let changed = noisy
-            .labels
-            .iter()
-            .zip(&raw_train.labels)
-            .filter(|(a, b)| a != b)
-            .count();
+        let changed = kd_data::regime::changed_labels(&noisy.labels, &raw_train.labels);
         let rate = changed as f64 / raw_train.len() as f64;
         assert!((rate - 0.4).abs() < 0.01, "noise rate {rate}");
         assert!(note.unwrap().contains("training labels replaced"));
