@@ -181,6 +181,25 @@ pub(crate) fn matmul(
     }
 }
 
+/// `dst` (`cols × rows`, row-major) = the transpose of `src` (`rows × cols`, row-major), in
+/// tiles small enough that the strided side stays in L1.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 32;
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    for c0 in (0..cols).step_by(TILE) {
+        let c1 = (c0 + TILE).min(cols);
+        for r0 in (0..rows).step_by(TILE) {
+            let r1 = (r0 + TILE).min(rows);
+            for r in r0..r1 {
+                let s = &src[r * cols + c0..r * cols + c1];
+                for (k, &v) in s.iter().enumerate() {
+                    dst[(c0 + k) * rows + r] = v;
+                }
+            }
+        }
+    }
+}
+
 /// How many samples each rayon task gets when a batch of `n` is split into one contiguous run
 /// per pool thread.
 pub(crate) fn per_thread(n: usize) -> usize {
@@ -208,4 +227,25 @@ pub(crate) fn scratch(slot: usize, len: usize) -> Vec<f32> {
 /// Returns a buffer taken with [`scratch`].
 pub(crate) fn give_scratch(slot: usize, v: Vec<f32>) {
     SCRATCH.with(|s| s.borrow_mut()[slot] = v);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transpose_matches_the_definition() {
+        for &(rows, cols) in &[(1, 1), (3, 70), (16, 1024), (33, 65)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            super::transpose(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        dst[c * rows + r],
+                        src[r * cols + c],
+                        "{rows}x{cols} at {r},{c}"
+                    );
+                }
+            }
+        }
+    }
 }
