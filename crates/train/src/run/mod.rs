@@ -27,11 +27,13 @@ pub mod checkpoint;
 mod data;
 mod eval;
 pub mod folder;
+pub mod steps;
 mod teacher;
 mod trainer;
 
 pub use checkpoint::{CheckpointState, PartialEpoch};
 pub use folder::{EpochAcc, Summary};
+pub use steps::{time_steps, StepTimes};
 
 use crate::config::TrainConfig;
 use crate::device::{Device, TrainDevice};
@@ -242,6 +244,11 @@ impl Launch {
             log.warn(&w);
         }
         teacher::check_given(&cfg, &info)?;
+        // Steady-state steps reuse resident memory instead of mapping and zeroing each large
+        // activation afresh; `cargo xtask bench models` times the step with the same setting.
+        if kd_ops::keep_large_allocations() {
+            log.info("allocator: large blocks stay on the heap (kd_ops::keep_large_allocations)");
+        }
         let data = RunData::new(&cfg, &info, &opts)?;
         for n in &data.notes {
             log.info(n);

@@ -17,11 +17,18 @@ use dfdx::nn::{LoadFromSafetensors, NumParams, SaveToSafetensors, ZeroGrads};
 use dfdx::prelude::*;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kd_data::Batch;
-use kd_models::Network;
+use kd_models::{Mat, Network};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+/// What a training step leaves: the zeroed gradients for the next step and the loss values.
+pub(crate) struct Stepped<D: TrainDevice> {
+    pub grads: Gradients<f32, D>,
+    pub terms: Vec<(&'static str, f32)>,
+    pub total: f32,
+}
 
 /// A method's model on a device with its optimizer, ready to train or evaluate.
 pub(crate) struct Model<M: Method, D: TrainDevice> {
@@ -40,9 +47,48 @@ impl<M: Method, D: TrainDevice> Model<M, D> {
             size: data.size,
             students: cfg.student_count(),
         };
-        let net = <M::Model<D> as Structure<D>>::build(&dev, &spec)?;
+        Self::build_spec(dev, cfg, &spec)
+    }
+
+    /// Builds the model of `cfg` for the input and classes of `spec`.
+    pub fn build_spec(dev: D, cfg: &TrainConfig, spec: &Spec) -> Result<Self> {
+        let net = <M::Model<D> as Structure<D>>::build(&dev, spec)?;
         let opt = Sgd::new(&net, cfg.optim.clone());
         Ok(Self { dev, net, opt })
+    }
+
+    /// One training step as every run takes it: the method's feed, its loss, backward and the
+    /// SGD update at `lr`. `check` sees the first logits, the terms and the total before the
+    /// update (with the optimizer's step count) and may stop the step with an error.
+    pub fn step(
+        &mut self,
+        params: &Params<M>,
+        fed: Fed<'_, D>,
+        epoch: usize,
+        step: usize,
+        lr: f64,
+        check: impl FnOnce(&Mat<D>, &[(&'static str, f32)], f32, u64) -> Result<()>,
+    ) -> Result<Stepped<D>> {
+        let mut inputs = M::feed(&mut self.net, fed)?;
+        inputs.epoch = Some(epoch as f32);
+        let z = (inputs.out.logits.first())
+            .ok_or_else(|| anyhow!("the model returned no logits"))?
+            .retaped::<NoneTape>();
+        let out = kd_losses::compute(inputs, |x| <M::Loss as kd_losses::Loss>::terms(params, x))
+            .map_err(|e| anyhow!("loss at epoch {} step {step}: {e}", epoch + 1))?;
+        let terms = out.term_values();
+        let total = out.total_value();
+        check(&z, &terms, total, self.opt.steps)?;
+        let mut g = out.total.backward();
+        (self.opt)
+            .update(&mut self.net, &mut g, lr)
+            .map_err(|e| anyhow!("optimizer: {e:?}"))?;
+        self.net.zero_grads(&mut g);
+        Ok(Stepped {
+            grads: g,
+            terms,
+            total,
+        })
     }
 
     /// Loads `checkpoints/<name>/` of `run_dir` (hashes checked) and returns its state.
@@ -313,19 +359,17 @@ impl<M: Method, D: TrainDevice> Trainer<M, D> {
             teacher: self.teacher.as_ref(),
         };
         let labels = fed.labels.clone();
-        let mut inputs = M::feed(&mut self.model.net, fed)?;
-        inputs.epoch = Some(epoch as f32);
-        let z = (inputs.out.logits.first())
-            .ok_or_else(|| anyhow!("the model returned no logits"))?
-            .retaped::<NoneTape>();
-        sums.correct += count_correct(&z.as_vec(), z.shape().1, &labels);
-        let out = kd_losses::compute(inputs, |x| {
-            <M::Loss as kd_losses::Loss>::terms(&self.params, x)
-        })
-        .map_err(|e| anyhow!("loss at epoch {} step {step}: {e}", epoch + 1))?;
-        let terms = out.term_values();
-        let total = out.total_value();
-        self.check_finite(&terms, total, epoch, step)?;
+        let params = &self.params;
+        let (model, log, run_dir) = (&mut self.model, &mut self.log, &self.run_dir);
+        let stepped = model.step(params, fed, epoch, step, lr, |z, terms, total, global| {
+            sums.correct += count_correct(&z.as_vec(), z.shape().1, &labels);
+            check_finite(log, run_dir, terms, total, epoch, step, global)
+        })?;
+        let Stepped {
+            grads,
+            terms,
+            total,
+        } = stepped;
         if sums.terms.is_empty() {
             sums.terms = terms.iter().map(|(n, _)| (n.to_string(), 0.0)).collect();
         }
@@ -335,43 +379,7 @@ impl<M: Method, D: TrainDevice> Trainer<M, D> {
         sums.total += total as f64;
         sums.seen += b;
         sums.images += batch.rows();
-        let mut g = out.total.backward();
-        (self.model.opt)
-            .update(&mut self.model.net, &mut g, lr)
-            .map_err(|e| anyhow!("optimizer: {e:?}"))?;
-        self.model.net.zero_grads(&mut g);
-        Ok(g)
-    }
-
-    /// A non-finite loss term (or total) stops the run before the update, naming it and the
-    /// step; the last epoch-end checkpoint stays as it was.
-    fn check_finite(
-        &mut self,
-        terms: &[(&str, f32)],
-        total: f32,
-        epoch: usize,
-        step: usize,
-    ) -> Result<()> {
-        let Some((name, v)) = (terms.iter().copied())
-            .chain(std::iter::once(("total", total)))
-            .find(|(_, v)| !v.is_finite())
-        else {
-            return Ok(());
-        };
-        let last = self.run_dir.join("checkpoints").join("last");
-        let msg = format!(
-            "non-finite loss: term `{name}` = {v} at epoch {} step {step} (global step {}); \
-             stopping. The last good checkpoint is {}",
-            epoch + 1,
-            self.model.opt.steps,
-            if last.is_dir() {
-                last.display().to_string()
-            } else {
-                "none (no epoch completed)".into()
-            }
-        );
-        self.log.error(&msg);
-        bail!(msg)
+        Ok(grads)
     }
 
     /// Ctrl-C inside an epoch: a `last` checkpoint with the epoch's position and sums.
@@ -548,4 +556,36 @@ fn pause_if_asked(run_dir: &std::path::Path, steps: u64) {
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
     }
+}
+
+/// A non-finite loss term (or total) stops the run before the update, naming it and the step
+/// (`global` is the optimizer's step count); the last epoch-end checkpoint stays as it was.
+fn check_finite(
+    log: &mut RunLog,
+    run_dir: &std::path::Path,
+    terms: &[(&str, f32)],
+    total: f32,
+    epoch: usize,
+    step: usize,
+    global: u64,
+) -> Result<()> {
+    let Some((name, v)) = (terms.iter().copied())
+        .chain(std::iter::once(("total", total)))
+        .find(|(_, v)| !v.is_finite())
+    else {
+        return Ok(());
+    };
+    let last = run_dir.join("checkpoints").join("last");
+    let msg = format!(
+        "non-finite loss: term `{name}` = {v} at epoch {} step {step} (global step {global}); \
+         stopping. The last good checkpoint is {}",
+        epoch + 1,
+        if last.is_dir() {
+            last.display().to_string()
+        } else {
+            "none (no epoch completed)".into()
+        }
+    );
+    log.error(&msg);
+    bail!(msg)
 }
