@@ -1,13 +1,18 @@
 """PyTorch side of `cargo xtask bench models`.
 
-Times training steps (forward, cross-entropy, backward, SGD Nesterov 0.9 with weight decay
-5e-4) of the CIFAR ResNet-20 / ResNet-18 of ../shared/spec/ARCHITECTURES.md (3x3 stem, no
+Times training steps (forward, the loss of `--method`, backward, SGD Nesterov 0.9 with weight
+decay 5e-4) of the CIFAR ResNet-20 / ResNet-18 of ../shared/spec/ARCHITECTURES.md (3x3 stem, no
 max-pool, 1x1 conv + BN shortcut on shape change) at a given batch on the CPU with
 `torch.set_num_threads(--threads)` (or on the GPU with `--device cuda`, synchronising before the
 clock is read), and prints `{"torch": version, "images_per_s", "ms_per_step",
 "peak_mb", "params"}` as JSON. Peak MB is the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs before the model is built) at the end of the timed steps, as on the Rust
 side; it includes libtorch itself. On the GPU it is `torch.cuda.max_memory_allocated`.
+
+Methods: `ce` (cross-entropy) and `scd` (METHODS.md, "scd", with kd-losses' defaults: beta 30,
+target `deepest`, attention `sq_mean`): CE + beta * sum over the shallower stages of
+||G_l - sg(G_L)||_F^2 / b^2, G = rownorm(Q Q^T) with the row norm detached, Q = mean_c(F^2)
+flattened, F the stage outputs.
 """
 
 import argparse
@@ -56,8 +61,31 @@ class ResNet(nn.Module):
 
     def forward(self, x):
         x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layers(x)
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        feats = []
+        for stage in self.layers:
+            x = stage(x)
+            feats.append(x)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)), feats
+
+
+def gram(f):
+    q = f.pow(2).mean(1).flatten(1)
+    g = q @ q.t()
+    return g / g.detach().norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def scd_loss(z, feats, y, beta=30.0):
+    b = z.shape[0]
+    target = gram(feats[-1].detach())
+    sim = sum(((gram(f) - target) ** 2).sum() / (b * b) for f in feats[:-1])
+    return F.cross_entropy(z, y) + beta * sim
+
+
+def ce_loss(z, feats, y):
+    return F.cross_entropy(z, y)
+
+
+LOSSES = {"ce": ce_loss, "scd": scd_loss}
 
 
 ARCHS = {
@@ -84,6 +112,7 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--method", default="ce", choices=sorted(LOSSES))
     a = p.parse_args()
     dev = torch.device(a.device)
     if a.device == "cuda":
@@ -107,7 +136,8 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        z, feats = model(x)
+        loss = LOSSES[a.method](z, feats, y)
         loss.backward()
         opt.step()
         return loss.item()  # read back every step, as our trainer (and torchdistill's loop) does

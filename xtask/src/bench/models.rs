@@ -1,28 +1,28 @@
 //! `cargo xtask bench models`: training-step throughput (images/s) and peak memory of CIFAR
-//! ResNet-20 and ResNet-18 at batch 128 (3×32×32 inputs, 100 classes): forward in train mode,
-//! cross-entropy (kd-losses' `ce`), backward and an SGD step (Nesterov 0.9, weight decay 5e-4),
-//! on the CPU with a rayon pool of `--threads` (2) threads; and the same models and step in
-//! PyTorch on the same thread count (`bench/models_torch.py`). Peak memory is the process's
+//! ResNet-20 and ResNet-18 at batch 128 (3×32×32 inputs, 100 classes) for each of `--methods`
+//! (`ce`, and `scd`, the main job): the trainer's own step (`kd_train::run::time_steps`: the
+//! method's feed and loss, backward, the run's SGD, the loss read back), on the CPU with a rayon
+//! pool of `--threads` (2) threads and the trainer's allocator settings; and the same models,
+//! losses and step in PyTorch on the same thread count (`bench/models_torch.py`). Peak memory is the process's
 //! peak RSS (Linux `VmHWM`, reset through `/proc/self/clear_refs` before the model is built)
 //! at the end of the timed steps, the same on both sides (PyTorch's includes libtorch itself).
 
 use anyhow::{Context, Result};
-use kd_losses::LossInputs;
-use kd_models::{build_network, Mode, NetConfig};
-use kd_ops::dfdx::nn::ZeroGrads;
 use kd_ops::dfdx::prelude::*;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Architectures to time.
     #[arg(long, value_delimiter = ',', default_value = "resnet20,resnet18")]
     archs: Vec<String>,
+    /// Methods whose step to time on each architecture: `ce` and `scd` have a PyTorch twin;
+    /// any method without a teacher runs on our side.
+    #[arg(long, value_delimiter = ',', default_value = "ce,scd")]
+    methods: Vec<String>,
     /// Python interpreter with torch (default: /opt/torchenv/bin/python3 if present, else python3).
     #[arg(long)]
     python: Option<PathBuf>,
@@ -36,6 +36,10 @@ pub struct Args {
     steps: usize,
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Measure each row this many times, alternating our side and PyTorch's, and keep each
+    /// side's fastest (the machine's speed drifts by ±20% over minutes).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Skip PyTorch.
     #[arg(long)]
     no_torch: bool,
@@ -46,12 +50,20 @@ pub struct Args {
     /// `cpu`, or `cuda` (a build with the `cuda` feature; PyTorch then runs on the GPU too).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Measure one row (the first of `--archs` and `--methods`, our side only) and print it as
+    /// JSON: the bench runs each row so, in a fresh process, so that no row's peak memory or
+    /// allocator state carries into the next.
+    #[arg(long, hide = true)]
+    row: bool,
     /// Write the table here instead of `target/bench/models[-generic|-cuda].md`.
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
 const CLASSES: usize = 100;
+
+/// The methods `bench/models_torch.py` implements.
+const TORCH_METHODS: [&str; 2] = ["ce", "scd"];
 
 struct Measured {
     images_per_s: f64,
@@ -62,10 +74,14 @@ struct Measured {
     host: Option<kd_ops::generic::host::HostCost>,
 }
 
-/// Times `args.steps` training steps of `arch` on `dev` after `args.warmup`, as the trainer
-/// runs them: forward in train mode, CE, backward, the trainer's SGD, and the loss read back
-/// (the trainer logs it every step, which also waits for the GPU).
-fn run_ours<D: kd_train::device::TrainDevice>(dev: D, arch: &str, args: &Args) -> Result<Measured> {
+/// Times `args.steps` training steps of `method` on `arch` on `dev` after `args.warmup`, through
+/// the trainer's step (`kd_train::run::time_steps`).
+fn run_ours<D: kd_train::device::TrainDevice>(
+    dev: D,
+    arch: &str,
+    method: &str,
+    args: &Args,
+) -> Result<Measured> {
     super::reset_peak_rss();
     let cpu = D::DEVICE == kd_train::Device::Cpu;
     let gpu_base = if cpu {
@@ -73,46 +89,32 @@ fn run_ours<D: kd_train::device::TrainDevice>(dev: D, arch: &str, args: &Args) -
     } else {
         kd_train::device::gpu_used_mb()
     };
-    let mut net = build_network(&dev, arch, NetConfig::new(CLASSES, 3))?;
-    let params = net.num_params();
-    let mut opt = kd_train::Sgd::new(&net, kd_train::SgdConfig::default());
-    let b = args.batch;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let x: Vec<f32> = (0..b * 3 * 32 * 32)
-        .map(|_| rng.gen_range(-2.0..2.0))
-        .collect();
-    let y: Vec<usize> = (0..b).map(|_| rng.gen_range(0..CLASSES)).collect();
-    let ce = kd_losses::methods::ce::CeParams::default();
-    let mut grads = Some(net.alloc_grads());
-    let mut step = || -> Result<f32> {
-        let input = dev.tensor_from_vec(x.clone(), (b, 3, 32, 32));
-        let out = net.forward(input.traced(grads.take().expect("grads")), Mode::Train);
-        let logits = out.into_outputs().logits;
-        let loss = kd_losses::compute(LossInputs::new(y.clone(), logits), |x| {
-            kd_losses::methods::ce::terms(&ce, x)
-        })?;
-        let value = loss.total_value();
-        let mut g = loss.total.backward();
-        opt.update(&mut net, &mut g, 0.1)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        net.zero_grads(&mut g);
-        grads = Some(g);
-        Ok(value)
+    let mut cfg = kd_train::TrainConfig::for_method(method)?;
+    cfg.arch = Some(arch.to_string());
+    let spec = kd_train::method::Spec {
+        arch: arch.to_string(),
+        classes: CLASSES,
+        channels: 3,
+        size: 32,
+        students: cfg.student_count(),
     };
-    for _ in 0..args.warmup {
-        step()?;
-    }
-    kd_ops::generic::host::take();
-    let t = Instant::now();
-    for _ in 0..args.steps {
-        step()?;
-    }
-    let secs = t.elapsed().as_secs_f64();
+    let times = kd_train::run::time_steps(
+        dev,
+        &cfg,
+        &spec,
+        args.batch,
+        args.warmup,
+        args.steps,
+        || {
+            // Only the timed steps' host cost counts.
+            kd_ops::generic::host::take();
+        },
+    )?;
     let cost = kd_ops::generic::host::take();
     let generic = !cpu || kd_ops::generic_on_cpu();
     Ok(Measured {
-        images_per_s: (b * args.steps) as f64 / secs,
-        ms_per_step: 1e3 * secs / args.steps as f64,
+        images_per_s: times.images_per_s,
+        ms_per_step: times.ms_per_step,
         peak_mb: if cpu {
             super::proc_kb("VmHWM:").map(|kb| kb / 1024.0)
         } else {
@@ -120,7 +122,7 @@ fn run_ours<D: kd_train::device::TrainDevice>(dev: D, arch: &str, args: &Args) -
                 .zip(gpu_base)
                 .map(|(now, base)| now - base)
         },
-        params,
+        params: times.params,
         host: generic.then(|| kd_ops::generic::host::HostCost {
             host_ms: cost.host_ms / args.steps as f64,
             uploaded_bytes: cost.uploaded_bytes / args.steps as u64,
@@ -128,12 +130,12 @@ fn run_ours<D: kd_train::device::TrainDevice>(dev: D, arch: &str, args: &Args) -
     })
 }
 
-fn run_torch(python: &std::path::Path, arch: &str, args: &Args) -> Result<Measured> {
+fn run_torch(python: &std::path::Path, arch: &str, method: &str, args: &Args) -> Result<Measured> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/models_torch.py");
     let t = args.threads.to_string();
     let out = Command::new(python)
         .arg(&script)
-        .args(["--arch", arch, "--threads", &t])
+        .args(["--arch", arch, "--method", method, "--threads", &t])
         .args([
             "--batch",
             &args.batch.to_string(),
@@ -170,8 +172,59 @@ fn run_torch(python: &std::path::Path, arch: &str, args: &Args) -> Result<Measur
     })
 }
 
+/// Our side of one row, measured in a fresh process (`--row`).
+fn ours_in_child(arch: &str, method: &str, args: &Args) -> Result<Measured> {
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let mut cmd = Command::new(&exe);
+    cmd.args([
+        "bench",
+        "models",
+        "--row",
+        "--archs",
+        arch,
+        "--methods",
+        method,
+    ])
+    .args(["--threads", &args.threads.to_string()])
+    .args(["--batch", &args.batch.to_string()])
+    .args(["--steps", &args.steps.to_string()])
+    .args(["--warmup", &args.warmup.to_string()])
+    .args(["--device", &args.device]);
+    if args.generic {
+        cmd.arg("--generic");
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{arch} {method}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).context("parsing a row's JSON")?;
+    let f = |k: &str| v.get(k).and_then(Value::as_f64);
+    Ok(Measured {
+        images_per_s: f("images_per_s").context("images_per_s")?,
+        ms_per_step: f("ms_per_step").context("ms_per_step")?,
+        peak_mb: f("peak_mb"),
+        params: f("params").context("params")? as usize,
+        host: f("host_ms").map(|host_ms| kd_ops::generic::host::HostCost {
+            host_ms,
+            uploaded_bytes: f("uploaded_bytes").unwrap_or(0.0) as u64,
+        }),
+    })
+}
+
+/// The faster of two measurements (`best` may be absent).
+fn faster(best: Option<Measured>, m: Measured) -> Measured {
+    match best {
+        Some(b) if b.images_per_s >= m.images_per_s => b,
+        _ => m,
+    }
+}
+
 /// Our side on the device `args` names.
-fn ours(arch: &str, args: &Args) -> Result<Measured> {
+fn ours(arch: &str, method: &str, args: &Args) -> Result<Measured> {
     match args.device.as_str() {
         "cpu" => {
             let pool = kd_ops::rayon::ThreadPoolBuilder::new()
@@ -181,6 +234,7 @@ fn ours(arch: &str, args: &Args) -> Result<Measured> {
                 run_ours(
                     <Cpu as kd_train::device::TrainDevice>::create(0)?,
                     arch,
+                    method,
                     args,
                 )
             })
@@ -189,6 +243,7 @@ fn ours(arch: &str, args: &Args) -> Result<Measured> {
         "cuda" => run_ours(
             <Cuda as kd_train::device::TrainDevice>::create(0)?,
             arch,
+            method,
             args,
         ),
         other => anyhow::bail!(kd_train::device::unavailable(other)),
@@ -203,6 +258,24 @@ pub fn run(args: Args) -> Result<()> {
         args.device
     );
     kd_ops::set_generic_on_cpu(args.generic);
+    if args.row {
+        let (arch, method) = (args.archs.first(), args.methods.first());
+        let (arch, method) = arch
+            .zip(method)
+            .context("--row needs an arch and a method")?;
+        let m = ours(arch, method, &args)?;
+        let host = m.host.unwrap_or_default();
+        let row = serde_json::json!({
+            "images_per_s": m.images_per_s,
+            "ms_per_step": m.ms_per_step,
+            "peak_mb": m.peak_mb,
+            "params": m.params,
+            "host_ms": m.host.map(|_| host.host_ms),
+            "uploaded_bytes": m.host.map(|_| host.uploaded_bytes),
+        });
+        println!("{row}");
+        return Ok(());
+    }
     let python = args.python.clone().unwrap_or_else(super::default_python);
     let torch_ok = !args.no_torch && super::has_torch(&python);
     let gpu = args.device != "cpu";
@@ -230,9 +303,13 @@ pub fn run(args: Args) -> Result<()> {
     };
     let host_cols = gpu || args.generic;
     let mut text = format!(
-        "# Models: training step (forward, CE, backward, SGD) at batch {}, {where_}\n\n\
-         images/s over {} steps after {} warm-up; ratio = ours / torch images/s; {mem}.\n",
-        args.batch, args.steps, args.warmup
+        "# Models: training step (forward, loss, backward, SGD) at batch {}, {where_}\n\n\
+         images/s over {} steps after {} warm-up, the fastest of {} runs per side (ours and \
+         PyTorch's alternating); ratio = ours / torch images/s; {mem}.\n",
+        args.batch,
+        args.steps,
+        args.warmup,
+        args.repeat.max(1)
     );
     if host_cols {
         text.push_str(
@@ -244,22 +321,32 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     text.push_str(
-        "\n| arch | params | ours img/s | ours ms/step | torch img/s | torch ms/step | ratio | ours MB | torch MB |",
+        "\n| arch | method | params | ours img/s | ours ms/step | torch img/s | torch ms/step | ratio | ours MB | torch MB |",
     );
     text.push_str(if host_cols {
-        " host ms/step | uploaded B/step |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        " host ms/step | uploaded B/step |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     } else {
-        "\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     });
     let mb = |v: Option<f64>| v.map_or("n/a".to_string(), |m| format!("{m:.0}"));
-    for arch in &args.archs {
-        let ours = ours(arch, &args)?;
-        eprintln!("ours  {arch}: {:.1} images/s", ours.images_per_s);
-        let torch = if torch_ok {
-            Some(run_torch(&python, arch, &args)?)
-        } else {
-            None
-        };
+    let rows = args
+        .archs
+        .iter()
+        .flat_map(|a| args.methods.iter().map(move |m| (a, m)));
+    for (arch, method) in rows {
+        let with_torch = torch_ok && TORCH_METHODS.contains(&method.as_str());
+        let (mut ours_best, mut torch_best) = (None::<Measured>, None::<Measured>);
+        for _ in 0..args.repeat.max(1) {
+            let o = ours_in_child(arch, method, &args)?;
+            eprintln!("ours  {arch} {method}: {:.1} images/s", o.images_per_s);
+            ours_best = Some(faster(ours_best, o));
+            if with_torch {
+                let t = run_torch(&python, arch, method, &args)?;
+                eprintln!("torch {arch} {method}: {:.1} images/s", t.images_per_s);
+                torch_best = Some(faster(torch_best, t));
+            }
+        }
+        let (ours, torch) = (ours_best.expect("at least one run"), torch_best);
         if let Some(t) = &torch {
             anyhow::ensure!(
                 t.params == ours.params,
@@ -271,7 +358,7 @@ pub fn run(args: Args) -> Result<()> {
         let cell = |f: &dyn Fn(&Measured) -> String| torch.as_ref().map_or("n/a".into(), f);
         write!(
             text,
-            "| {arch} | {} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
+            "| {arch} | {method} | {} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
             ours.params,
             ours.images_per_s,
             ours.ms_per_step,
