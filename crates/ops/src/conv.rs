@@ -317,15 +317,8 @@ fn for_each_tap(geo: &ConvGeom, mut f: impl FnMut(usize, Tap)) {
 fn im2col_shift(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: usize) {
     let (ow, hw, pix) = (geo.ow, geo.h * geo.w, geo.pix());
     for_each_tap(geo, |r, t| {
-        let Tap {
-            c,
-            shift,
-            oy0,
-            oy1,
-            lo,
-            hi,
-        } = t;
-        let plane = &x[c * hw..(c + 1) * hw];
+        let (oy0, oy1) = (t.oy0, t.oy1);
+        let plane = &x[t.c * hw..(t.c + 1) * hw];
         let dst = &mut col[r * ld + c0..r * ld + c0 + pix];
         dst[..oy0 * ow].fill(0.0);
         dst[oy1 * ow..].fill(0.0);
@@ -334,17 +327,17 @@ fn im2col_shift(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: usize
         }
         // Output q reads input q + shift; clamp the run to the plane (the clipped ends are
         // padding columns, zeroed below).
-        let q0 = ((oy0 * ow) as isize).max(-shift) as usize;
-        let q1 = ((oy1 * ow) as isize).min(hw as isize - shift) as usize;
+        let q0 = ((oy0 * ow) as isize).max(-t.shift) as usize;
+        let q1 = ((oy1 * ow) as isize).min(hw as isize - t.shift) as usize;
         if q1 > q0 {
-            let a = (q0 as isize + shift) as usize;
+            let a = (q0 as isize + t.shift) as usize;
             dst[q0..q1].copy_from_slice(&plane[a..a + (q1 - q0)]);
         }
         for row in dst[oy0 * ow..oy1 * ow].chunks_exact_mut(ow) {
-            for v in &mut row[..lo] {
+            for v in &mut row[..t.lo] {
                 *v = 0.0;
             }
-            for v in &mut row[hi..] {
+            for v in &mut row[t.hi..] {
                 *v = 0.0;
             }
         }
@@ -356,21 +349,13 @@ fn im2col_shift(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: usize
 fn col2im_shift(geo: &ConvGeom, col: &[f32], ld: usize, c0: usize, dx: &mut [f32]) {
     let (ow, hw) = (geo.ow, geo.h * geo.w);
     for_each_tap(geo, |r, t| {
-        let Tap {
-            c,
-            shift,
-            oy0,
-            oy1,
-            lo,
-            hi,
-        } = t;
-        let plane = &mut dx[c * hw..(c + 1) * hw];
+        let plane = &mut dx[t.c * hw..(t.c + 1) * hw];
         let src = &col[r * ld + c0..];
-        for oy in oy0..oy1 {
+        for oy in t.oy0..t.oy1 {
             let q = oy * ow;
-            let a = (q as isize + lo as isize + shift) as usize;
-            let d = &mut plane[a..a + (hi - lo)];
-            for (dv, sv) in d.iter_mut().zip(&src[q + lo..q + hi]) {
+            let a = (q as isize + t.lo as isize + t.shift) as usize;
+            let d = &mut plane[a..a + (t.hi - t.lo)];
+            for (dv, sv) in d.iter_mut().zip(&src[q + t.lo..q + t.hi]) {
                 *dv += sv;
             }
         }
