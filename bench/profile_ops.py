@@ -66,7 +66,7 @@ def main():
     if "--methods" in help_text:
         cmd += ["--methods", a.method, "--repeat", "1"]
     cmd += a.extra.split()
-    subprocess.run(["perf", "record", "-q", "-F", str(a.freq), "--call-graph", "dwarf,16384",
+    subprocess.run(["perf", "record", "-q", "-F", str(a.freq), "--call-graph", "dwarf,65528",
                     "-o", data, "--"] + cmd, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     script = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym", "--no-inline"],

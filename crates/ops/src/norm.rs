@@ -160,27 +160,14 @@ impl BnSaved {
                 for bi in 0..n {
                     let r = (bi * c + ch) * hw..(bi * c + ch + 1) * hw;
                     let (mut p1, mut p2) = ([0.0f32; LANES], [0.0f32; LANES]);
-                    // Element `i` goes to lane `i % LANES`, in order: whole chunks first (a
-                    // vectorisable body), then the tail.
-                    let (xs, gs) = (&x[r.clone()], &dy[r]);
-                    let (xc, gc) = (xs.chunks_exact(LANES), gs.chunks_exact(LANES));
-                    let (xt, gt) = (xc.remainder(), gc.remainder());
-                    let mut lane = |l: usize, xv: f32, g: f32| {
+                    for (i, (&xv, &g)) in x[r.clone()].iter().zip(&dy[r]).enumerate() {
                         let g = if self.relu && xv * a + b <= 0.0 {
                             0.0
                         } else {
                             g
                         };
-                        p1[l] += g;
-                        p2[l] += g * (xv - mu) * is;
-                    };
-                    for (xk, gk) in xc.zip(gc) {
-                        for l in 0..LANES {
-                            lane(l, xk[l], gk[l]);
-                        }
-                    }
-                    for (l, (&xv, &g)) in xt.iter().zip(gt).enumerate() {
-                        lane(l, xv, g);
+                        p1[i % LANES] += g;
+                        p2[i % LANES] += g * (xv - mu) * is;
                     }
                     s1 += p1.iter().map(|&v| v as f64).sum::<f64>();
                     s2 += p2.iter().map(|&v| v as f64).sum::<f64>();
