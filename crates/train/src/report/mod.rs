@@ -176,6 +176,15 @@ fn flatten(cfg: &TrainConfig) -> BTreeMap<String, String> {
     out
 }
 
+/// A run folder as a report names it: relative to the working directory when it lies below
+/// it, so a report written into the repository names no one machine's absolute paths.
+fn shown(dir: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| dir.strip_prefix(&cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| dir.to_path_buf())
+}
+
 /// `mean ± sample standard deviation` (n − 1), or just the value for one seed.
 pub fn mean_std(v: &[f64]) -> (f64, Option<f64>) {
     let n = v.len() as f64;
@@ -556,7 +565,7 @@ impl Report {
         text.push_str("\nRuns:\n\n");
         for g in &self.groups {
             for r in &g.runs {
-                let _ = writeln!(text, "- `{}`", r.dir.display());
+                let _ = writeln!(text, "- `{}`", shown(&r.dir).display());
             }
         }
         if !self.skipped.is_empty() {
@@ -565,7 +574,7 @@ impl Report {
                  report's warnings):\n\n",
             );
             for d in &self.skipped {
-                let _ = writeln!(text, "- `{}`", d.display());
+                let _ = writeln!(text, "- `{}`", shown(d).display());
             }
         }
         std::fs::write(md, text).with_context(|| format!("writing {}", md.display()))?;

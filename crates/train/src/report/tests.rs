@@ -351,3 +351,14 @@ fn each_entry_reports_its_own_best_epoch() {
         assert!(md.contains(row), "{row} in\n{md}");
     }
 }
+
+#[test]
+fn run_folders_below_the_working_directory_are_named_relative_to_it() {
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(
+        super::shown(&cwd.join("runs/sweeps/x/ce-s1")),
+        std::path::PathBuf::from("runs/sweeps/x/ce-s1")
+    );
+    let outside = std::path::Path::new("/nonexistent-kd/runs/ce-s1");
+    assert_eq!(super::shown(outside), outside.to_path_buf());
+}
