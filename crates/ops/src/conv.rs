@@ -6,6 +6,7 @@
 //! 1×1 stride-1 unpadded convolution reads the input directly), and the backward pass computes
 //! `dW += dY · colᵀ` and `dX += col2im(Wᵀ · dY)`.
 
+use crate::im2col::{col2im, im2col};
 use crate::util::{self, Mat};
 use crate::{OpsDevice, Shape4};
 use dfdx::prelude::*;
@@ -157,11 +158,11 @@ impl ConvGeom {
     }
     /// True for stride-1 convolutions whose output rows are as wide as the input rows (3×3
     /// with padding 1, say): each im2col row is then the input shifted by one flat offset.
-    fn flat_shift(&self) -> bool {
+    pub(crate) fn flat_shift(&self) -> bool {
         self.s == 1 && self.ow == self.w
     }
     /// The output columns `lo..hi` whose input column `ox·s + off` lies inside `0..w`.
-    fn valid_cols(&self, off: isize) -> (usize, usize) {
+    pub(crate) fn valid_cols(&self, off: isize) -> (usize, usize) {
         let (s, w) = (self.s as isize, self.w as isize);
         let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
         let hi = if w - off <= 0 {
@@ -172,194 +173,6 @@ impl ConvGeom {
         let hi = (hi as usize).min(self.ow);
         ((lo as usize).min(hi), hi)
     }
-}
-
-/// im2col of one group of one sample: `x` is `[cig, h, w]`; row `r` of the `[cig·kh·kw, oh·ow]`
-/// matrix is written at `col[r·ld + c0 ..]` (so several samples can sit side by side).
-fn im2col(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: usize) {
-    if geo.flat_shift() {
-        im2col_shift(geo, x, col, ld, c0)
-    } else {
-        im2col_rows(geo, x, col, ld, c0)
-    }
-}
-
-/// [`im2col`] row by row, for any geometry.
-fn im2col_rows(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: usize) {
-    let ow = geo.ow;
-    for c in 0..geo.cig {
-        let plane = &x[c * geo.h * geo.w..(c + 1) * geo.h * geo.w];
-        for ki in 0..geo.kh {
-            for kj in 0..geo.kw {
-                let row = ((c * geo.kh + ki) * geo.kw + kj) * ld + c0;
-                let off = (kj * geo.d) as isize - geo.p as isize;
-                let (lo, hi) = geo.valid_cols(off);
-                for oy in 0..geo.oh {
-                    let dst = &mut col[row + oy * ow..row + (oy + 1) * ow];
-                    let iy = (oy * geo.s + ki * geo.d) as isize - geo.p as isize;
-                    if iy < 0 || iy >= geo.h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * geo.w..(iy as usize + 1) * geo.w];
-                    // Loops, not `fill`: these runs are a pixel or two, too short for memset.
-                    for v in &mut dst[..lo] {
-                        *v = 0.0;
-                    }
-                    for v in &mut dst[hi..] {
-                        *v = 0.0;
-                    }
-                    if geo.s == 1 {
-                        let a = (lo as isize + off) as usize;
-                        dst[lo..hi].copy_from_slice(&src[a..a + hi - lo]);
-                    } else {
-                        for (ox, v) in dst.iter_mut().enumerate().take(hi).skip(lo) {
-                            *v = src[(ox as isize * geo.s as isize + off) as usize];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// col2im of one group of one sample: adds the matrix laid out as in [`im2col`] into
-/// `dx` (`[cig, h, w]`).
-fn col2im(geo: &ConvGeom, col: &[f32], ld: usize, c0: usize, dx: &mut [f32]) {
-    if geo.flat_shift() {
-        col2im_shift(geo, col, ld, c0, dx)
-    } else {
-        col2im_rows(geo, col, ld, c0, dx)
-    }
-}
-
-/// [`col2im`] row by row, for any geometry.
-fn col2im_rows(geo: &ConvGeom, col: &[f32], ld: usize, c0: usize, dx: &mut [f32]) {
-    let ow = geo.ow;
-    for c in 0..geo.cig {
-        let plane = &mut dx[c * geo.h * geo.w..(c + 1) * geo.h * geo.w];
-        for ki in 0..geo.kh {
-            for kj in 0..geo.kw {
-                let row = ((c * geo.kh + ki) * geo.kw + kj) * ld + c0;
-                let off = (kj * geo.d) as isize - geo.p as isize;
-                let (lo, hi) = geo.valid_cols(off);
-                for oy in 0..geo.oh {
-                    let iy = (oy * geo.s + ki * geo.d) as isize - geo.p as isize;
-                    if iy < 0 || iy >= geo.h as isize {
-                        continue;
-                    }
-                    let src = &col[row + oy * ow..row + (oy + 1) * ow];
-                    let dst = &mut plane[iy as usize * geo.w..(iy as usize + 1) * geo.w];
-                    if geo.s == 1 {
-                        let a = (lo as isize + off) as usize;
-                        for (d, s) in dst[a..a + hi - lo].iter_mut().zip(&src[lo..hi]) {
-                            *d += s;
-                        }
-                    } else {
-                        for (ox, v) in src.iter().enumerate().take(hi).skip(lo) {
-                            dst[(ox as isize * geo.s as isize + off) as usize] += v;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// One tap of a stride-1 convolution whose output is as wide as its input ("same" padding):
-/// its im2col row is the input plane shifted by one flat offset, so the output rows whose input
-/// row exists are a single contiguous run.
-struct Tap {
-    /// Input channel (within the group).
-    c: usize,
-    /// Input index minus output index.
-    shift: isize,
-    /// Output rows `oy0..oy1` read inside the image.
-    oy0: usize,
-    oy1: usize,
-    /// Output columns `lo..hi` read inside the image (the others read padding).
-    lo: usize,
-    hi: usize,
-}
-
-/// Calls `f(r, tap)` for every im2col row `r` of a [`ConvGeom::flat_shift`] geometry.
-fn for_each_tap(geo: &ConvGeom, mut f: impl FnMut(usize, Tap)) {
-    let (h, w) = (geo.h as isize, geo.w as isize);
-    let mut r = 0;
-    for c in 0..geo.cig {
-        for ki in 0..geo.kh {
-            let dy = (ki * geo.d) as isize - geo.p as isize;
-            let oy0 = (-dy).clamp(0, geo.oh as isize) as usize;
-            let oy1 = (h - dy).clamp(oy0 as isize, geo.oh as isize) as usize;
-            for kj in 0..geo.kw {
-                let dx = (kj * geo.d) as isize - geo.p as isize;
-                let (lo, hi) = geo.valid_cols(dx);
-                let shift = dy * w + dx;
-                f(
-                    r,
-                    Tap {
-                        c,
-                        shift,
-                        oy0,
-                        oy1,
-                        lo,
-                        hi,
-                    },
-                );
-                r += 1;
-            }
-        }
-    }
-}
-
-/// [`im2col`] for [`ConvGeom::flat_shift`] geometries: one copy per tap, then the few output
-/// columns that read padding are zeroed.
-fn im2col_shift(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: usize) {
-    let (ow, hw, pix) = (geo.ow, geo.h * geo.w, geo.pix());
-    for_each_tap(geo, |r, t| {
-        let (oy0, oy1) = (t.oy0, t.oy1);
-        let plane = &x[t.c * hw..(t.c + 1) * hw];
-        let dst = &mut col[r * ld + c0..r * ld + c0 + pix];
-        dst[..oy0 * ow].fill(0.0);
-        dst[oy1 * ow..].fill(0.0);
-        if oy0 == oy1 {
-            return;
-        }
-        // Output q reads input q + shift; clamp the run to the plane (the clipped ends are
-        // padding columns, zeroed below).
-        let q0 = ((oy0 * ow) as isize).max(-t.shift) as usize;
-        let q1 = ((oy1 * ow) as isize).min(hw as isize - t.shift) as usize;
-        if q1 > q0 {
-            let a = (q0 as isize + t.shift) as usize;
-            dst[q0..q1].copy_from_slice(&plane[a..a + (q1 - q0)]);
-        }
-        for row in dst[oy0 * ow..oy1 * ow].chunks_exact_mut(ow) {
-            for v in &mut row[..t.lo] {
-                *v = 0.0;
-            }
-            for v in &mut row[t.hi..] {
-                *v = 0.0;
-            }
-        }
-    });
-}
-
-/// [`col2im`] for [`ConvGeom::flat_shift`] geometries: per output row, the columns that read
-/// inside the image are added into the input row they came from.
-fn col2im_shift(geo: &ConvGeom, col: &[f32], ld: usize, c0: usize, dx: &mut [f32]) {
-    let (ow, hw) = (geo.ow, geo.h * geo.w);
-    for_each_tap(geo, |r, t| {
-        let plane = &mut dx[t.c * hw..(t.c + 1) * hw];
-        let src = &col[r * ld + c0..];
-        for oy in t.oy0..t.oy1 {
-            let q = oy * ow;
-            let a = (q as isize + t.lo as isize + t.shift) as usize;
-            let d = &mut plane[a..a + (t.hi - t.lo)];
-            for (dv, sv) in d.iter_mut().zip(&src[q + t.lo..q + t.hi]) {
-                *dv += sv;
-            }
-        }
-    });
 }
 
 /// Output pixels one `gemm` should cover: samples with small images are batched side by side
@@ -659,45 +472,4 @@ pub fn conv2d<D: OpsDevice, T: Tape<f32, D>>(
     cfg: Conv2dCfg,
 ) -> Tensor<Shape4, f32, D, T> {
     D::conv2d_op(x, weight, bias, cfg)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The one-copy-per-tap im2col and its col2im agree exactly with the row-by-row versions
-    /// on every "same"-width geometry (3×3 and 5×5 kernels, dilation, images narrower than
-    /// the kernel's reach), including the columns and rows that read padding.
-    #[test]
-    fn shifted_taps_match_row_by_row() {
-        for &(c, h, w, k, p, d) in &[
-            (2, 5, 5, 3, 1, 1),
-            (3, 4, 6, 5, 2, 1),
-            (1, 7, 3, 3, 2, 2),
-            (2, 1, 1, 3, 1, 1),
-            (1, 2, 2, 5, 2, 1),
-            (2, 3, 9, 3, 3, 3),
-        ] {
-            let geo = ConvGeom::new((1, c, h, w), (1, c, k, k), Conv2dCfg::new(1, p).dilation(d));
-            assert!(geo.flat_shift(), "{geo:?}");
-            let x: Vec<f32> = (0..c * h * w).map(|i| 1.0 + i as f32).collect();
-            let (ld, c0) = (geo.pix() + 3, 2);
-            let mut a = vec![f32::NAN; geo.kg() * ld];
-            let mut b = a.clone();
-            im2col_shift(&geo, &x, &mut a, ld, c0);
-            im2col_rows(&geo, &x, &mut b, ld, c0);
-            for r in 0..geo.kg() {
-                let (ra, rb) = (
-                    &a[r * ld + c0..][..geo.pix()],
-                    &b[r * ld + c0..][..geo.pix()],
-                );
-                assert_eq!(ra, rb, "{geo:?} row {r}");
-            }
-            let dcol: Vec<f32> = (0..geo.kg() * ld).map(|i| (i % 7) as f32 - 3.0).collect();
-            let (mut da, mut db) = (vec![0.5f32; x.len()], vec![0.5f32; x.len()]);
-            col2im_shift(&geo, &dcol, ld, c0, &mut da);
-            col2im_rows(&geo, &dcol, ld, c0, &mut db);
-            assert_eq!(da, db, "{geo:?}");
-        }
-    }
 }

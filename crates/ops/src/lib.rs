@@ -13,6 +13,7 @@ pub mod channels;
 mod check;
 pub mod conv;
 pub mod generic;
+mod im2col;
 pub mod layers;
 mod malloc;
 pub mod norm;
