@@ -403,12 +403,9 @@ pub(crate) fn backward_cpu(
             util::give_scratch(2, dtmp);
             util::give_scratch(3, dyt);
             let mut dw = vec![0.0f32; geo.co * kg];
-            for g in 0..geo.g {
-                for k in 0..kg {
-                    for o in 0..geo.cog {
-                        dw[(g * geo.cog + o) * kg + k] = dwt[(g * kg + k) * geo.cog + o];
-                    }
-                }
+            let per_group = kg * geo.cog;
+            for (src, dst) in dwt.chunks(per_group).zip(dw.chunks_mut(per_group)) {
+                util::transpose(src, kg, geo.cog, dst);
             }
             (dw, db)
         })

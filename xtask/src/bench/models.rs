@@ -3,9 +3,10 @@
 //! (`ce`, and `scd`, the main job): the trainer's own step (`kd_train::run::time_steps`: the
 //! method's feed and loss, backward, the run's SGD, the loss read back), on the CPU with a rayon
 //! pool of `--threads` (2) threads and the trainer's allocator settings; and the same models,
-//! losses and step in PyTorch on the same thread count (`bench/models_torch.py`). Peak memory is the process's
-//! peak RSS (Linux `VmHWM`, reset through `/proc/self/clear_refs` before the model is built)
-//! at the end of the timed steps, the same on both sides (PyTorch's includes libtorch itself).
+//! losses and step in PyTorch on the same thread count (`bench/models_torch.py`). Peak memory
+//! is the process's peak RSS (Linux `VmHWM`, reset through `/proc/self/clear_refs` before the
+//! model is built) at the end of the timed steps, the same on both sides (PyTorch's includes
+//! libtorch itself). Each row of ours runs in a fresh process (`--row`).
 
 use anyhow::{Context, Result};
 use kd_ops::dfdx::prelude::*;
@@ -74,6 +75,36 @@ struct Measured {
     host: Option<kd_ops::generic::host::HostCost>,
 }
 
+impl Measured {
+    /// The JSON a measurement travels in between processes (`bench/models_torch.py` prints the
+    /// same keys, without the host cost).
+    fn to_json(&self) -> Value {
+        serde_json::json!({
+            "images_per_s": self.images_per_s,
+            "ms_per_step": self.ms_per_step,
+            "peak_mb": self.peak_mb,
+            "params": self.params,
+            "host_ms": self.host.map(|h| h.host_ms),
+            "uploaded_bytes": self.host.map(|h| h.uploaded_bytes),
+        })
+    }
+
+    fn from_json(bytes: &[u8]) -> Result<Self> {
+        let v: Value = serde_json::from_slice(bytes)?;
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        Ok(Measured {
+            images_per_s: f("images_per_s").context("images_per_s")?,
+            ms_per_step: f("ms_per_step").context("ms_per_step")?,
+            peak_mb: f("peak_mb"),
+            params: f("params").context("params")? as usize,
+            host: f("host_ms").map(|host_ms| kd_ops::generic::host::HostCost {
+                host_ms,
+                uploaded_bytes: f("uploaded_bytes").unwrap_or(0.0) as u64,
+            }),
+        })
+    }
+}
+
 /// Times `args.steps` training steps of `method` on `arch` on `dev` after `args.warmup`, through
 /// the trainer's step (`kd_train::run::time_steps`).
 fn run_ours<D: kd_train::device::TrainDevice>(
@@ -89,8 +120,7 @@ fn run_ours<D: kd_train::device::TrainDevice>(
     } else {
         kd_train::device::gpu_used_mb()
     };
-    let mut cfg = kd_train::TrainConfig::for_method(method)?;
-    cfg.arch = Some(arch.to_string());
+    let cfg = kd_train::TrainConfig::for_method(method)?;
     let spec = kd_train::method::Spec {
         arch: arch.to_string(),
         classes: CLASSES,
@@ -160,16 +190,7 @@ fn run_torch(python: &std::path::Path, arch: &str, method: &str, args: &Args) ->
         script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value =
-        serde_json::from_slice(&out.stdout).context("parsing the torch script's JSON")?;
-    let f = |k: &str| v.get(k).and_then(Value::as_f64);
-    Ok(Measured {
-        images_per_s: f("images_per_s").context("images_per_s")?,
-        ms_per_step: f("ms_per_step").context("ms_per_step")?,
-        peak_mb: f("peak_mb"),
-        params: f("params").unwrap_or(0.0) as usize,
-        host: None,
-    })
+    Measured::from_json(&out.stdout).context("parsing the torch script's JSON")
 }
 
 /// Our side of one row, measured in a fresh process (`--row`).
@@ -201,18 +222,7 @@ fn ours_in_child(arch: &str, method: &str, args: &Args) -> Result<Measured> {
         "{arch} {method}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).context("parsing a row's JSON")?;
-    let f = |k: &str| v.get(k).and_then(Value::as_f64);
-    Ok(Measured {
-        images_per_s: f("images_per_s").context("images_per_s")?,
-        ms_per_step: f("ms_per_step").context("ms_per_step")?,
-        peak_mb: f("peak_mb"),
-        params: f("params").context("params")? as usize,
-        host: f("host_ms").map(|host_ms| kd_ops::generic::host::HostCost {
-            host_ms,
-            uploaded_bytes: f("uploaded_bytes").unwrap_or(0.0) as u64,
-        }),
-    })
+    Measured::from_json(&out.stdout).context("parsing a row's JSON")
 }
 
 /// The faster of two measurements (`best` may be absent).
@@ -263,17 +273,7 @@ pub fn run(args: Args) -> Result<()> {
         let (arch, method) = arch
             .zip(method)
             .context("--row needs an arch and a method")?;
-        let m = ours(arch, method, &args)?;
-        let host = m.host.unwrap_or_default();
-        let row = serde_json::json!({
-            "images_per_s": m.images_per_s,
-            "ms_per_step": m.ms_per_step,
-            "peak_mb": m.peak_mb,
-            "params": m.params,
-            "host_ms": m.host.map(|_| host.host_ms),
-            "uploaded_bytes": m.host.map(|_| host.uploaded_bytes),
-        });
-        println!("{row}");
+        println!("{}", ours(arch, method, &args)?.to_json());
         return Ok(());
     }
     let python = args.python.clone().unwrap_or_else(super::default_python);

@@ -20,7 +20,7 @@ pub struct StepTimes {
     pub params: usize,
 }
 
-/// Times `steps` training steps, after `warmup`, of `cfg.method` on `cfg.arch` with batches of
+/// Times `steps` training steps, after `warmup`, of `cfg.method` on `spec.arch` with batches of
 /// `batch` random images `[channels, size, size]` and random labels over `classes` (rows per
 /// sample as the method's sampler feeds them: CS-KD's partners, DDGSD's views). Methods that
 /// need a trained teacher are refused. `after_warmup` runs just before the clock starts.
@@ -80,6 +80,7 @@ impl<D: TrainDevice, F: FnOnce()> Visit for Timed<'_, D, F> {
         let labels: Vec<usize> = (0..b)
             .map(|i| hash(i + 1) as usize % self.spec.classes)
             .collect();
+        let lr = self.cfg.optim.lr;
         let mut grads = Some(model.net.alloc_grads());
         let mut step = |i: usize| -> Result<()> {
             let fed = Fed {
@@ -91,7 +92,6 @@ impl<D: TrainDevice, F: FnOnce()> Visit for Timed<'_, D, F> {
                 grads: grads.take().expect("gradients"),
                 teacher: None,
             };
-            let lr = self.cfg.optim.lr;
             let stepped = model.step(&params, fed, 0, i, lr, |_, _, _, _| Ok(()))?;
             grads = Some(stepped.grads);
             Ok(())
