@@ -16,43 +16,73 @@ pub(crate) fn im2col(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: 
     }
 }
 
-/// [`im2col`] row by row, for any geometry.
-fn im2col_rows(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: usize) {
-    let ow = geo.ow;
+/// One output row of one tap in the row-by-row walk.
+struct RowTap {
+    /// Input channel (within the group).
+    c: usize,
+    /// Where the output row starts in the im2col matrix.
+    at: usize,
+    /// The input row it reads, `None` when that row is padding.
+    iy: Option<usize>,
+    /// Input column minus `ox·s`.
+    off: isize,
+    /// Output columns `lo..hi` read inside the image.
+    lo: usize,
+    hi: usize,
+}
+
+/// Calls `f` for every output row of every tap, in im2col order (any geometry).
+fn for_each_row(geo: &ConvGeom, ld: usize, c0: usize, mut f: impl FnMut(RowTap)) {
     for c in 0..geo.cig {
-        let plane = &x[c * geo.h * geo.w..(c + 1) * geo.h * geo.w];
         for ki in 0..geo.kh {
             for kj in 0..geo.kw {
                 let row = ((c * geo.kh + ki) * geo.kw + kj) * ld + c0;
                 let off = (kj * geo.d) as isize - geo.p as isize;
                 let (lo, hi) = geo.valid_cols(off);
                 for oy in 0..geo.oh {
-                    let dst = &mut col[row + oy * ow..row + (oy + 1) * ow];
                     let iy = (oy * geo.s + ki * geo.d) as isize - geo.p as isize;
-                    if iy < 0 || iy >= geo.h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * geo.w..(iy as usize + 1) * geo.w];
-                    // Loops, not `fill`: these runs are a pixel or two, too short for memset.
-                    for v in &mut dst[..lo] {
-                        *v = 0.0;
-                    }
-                    for v in &mut dst[hi..] {
-                        *v = 0.0;
-                    }
-                    if geo.s == 1 {
-                        let a = (lo as isize + off) as usize;
-                        dst[lo..hi].copy_from_slice(&src[a..a + hi - lo]);
-                    } else {
-                        for (ox, v) in dst.iter_mut().enumerate().take(hi).skip(lo) {
-                            *v = src[(ox as isize * geo.s as isize + off) as usize];
-                        }
-                    }
+                    let iy = (0..geo.h as isize).contains(&iy).then_some(iy as usize);
+                    let at = row + oy * geo.ow;
+                    f(RowTap {
+                        c,
+                        at,
+                        iy,
+                        off,
+                        lo,
+                        hi,
+                    });
                 }
             }
         }
     }
+}
+
+/// [`im2col`] row by row, for any geometry.
+fn im2col_rows(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: usize) {
+    let (ow, hw) = (geo.ow, geo.h * geo.w);
+    for_each_row(geo, ld, c0, |t| {
+        let dst = &mut col[t.at..t.at + ow];
+        let Some(iy) = t.iy else {
+            dst.fill(0.0);
+            return;
+        };
+        let src = &x[t.c * hw + iy * geo.w..t.c * hw + (iy + 1) * geo.w];
+        // Loops, not `fill`: these runs are a pixel or two, too short for memset.
+        for v in &mut dst[..t.lo] {
+            *v = 0.0;
+        }
+        for v in &mut dst[t.hi..] {
+            *v = 0.0;
+        }
+        if geo.s == 1 {
+            let a = (t.lo as isize + t.off) as usize;
+            dst[t.lo..t.hi].copy_from_slice(&src[a..a + t.hi - t.lo]);
+        } else {
+            for (ox, v) in dst.iter_mut().enumerate().take(t.hi).skip(t.lo) {
+                *v = src[(ox as isize * geo.s as isize + t.off) as usize];
+            }
+        }
+    });
 }
 
 /// col2im of one group of one sample: adds the matrix laid out as in [`im2col`] into
@@ -67,35 +97,24 @@ pub(crate) fn col2im(geo: &ConvGeom, col: &[f32], ld: usize, c0: usize, dx: &mut
 
 /// [`col2im`] row by row, for any geometry.
 fn col2im_rows(geo: &ConvGeom, col: &[f32], ld: usize, c0: usize, dx: &mut [f32]) {
-    let ow = geo.ow;
-    for c in 0..geo.cig {
-        let plane = &mut dx[c * geo.h * geo.w..(c + 1) * geo.h * geo.w];
-        for ki in 0..geo.kh {
-            for kj in 0..geo.kw {
-                let row = ((c * geo.kh + ki) * geo.kw + kj) * ld + c0;
-                let off = (kj * geo.d) as isize - geo.p as isize;
-                let (lo, hi) = geo.valid_cols(off);
-                for oy in 0..geo.oh {
-                    let iy = (oy * geo.s + ki * geo.d) as isize - geo.p as isize;
-                    if iy < 0 || iy >= geo.h as isize {
-                        continue;
-                    }
-                    let src = &col[row + oy * ow..row + (oy + 1) * ow];
-                    let dst = &mut plane[iy as usize * geo.w..(iy as usize + 1) * geo.w];
-                    if geo.s == 1 {
-                        let a = (lo as isize + off) as usize;
-                        for (d, s) in dst[a..a + hi - lo].iter_mut().zip(&src[lo..hi]) {
-                            *d += s;
-                        }
-                    } else {
-                        for (ox, v) in src.iter().enumerate().take(hi).skip(lo) {
-                            dst[(ox as isize * geo.s as isize + off) as usize] += v;
-                        }
-                    }
-                }
+    let (ow, hw) = (geo.ow, geo.h * geo.w);
+    for_each_row(geo, ld, c0, |t| {
+        let Some(iy) = t.iy else {
+            return;
+        };
+        let src = &col[t.at..t.at + ow];
+        let dst = &mut dx[t.c * hw + iy * geo.w..t.c * hw + (iy + 1) * geo.w];
+        if geo.s == 1 {
+            let a = (t.lo as isize + t.off) as usize;
+            for (d, s) in dst[a..a + t.hi - t.lo].iter_mut().zip(&src[t.lo..t.hi]) {
+                *d += s;
+            }
+        } else {
+            for (ox, v) in src.iter().enumerate().take(t.hi).skip(t.lo) {
+                dst[(ox as isize * geo.s as isize + t.off) as usize] += v;
             }
         }
-    }
+    });
 }
 
 /// One tap of a stride-1 convolution whose output is as wide as its input ("same" padding):
