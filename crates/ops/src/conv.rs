@@ -389,7 +389,7 @@ pub(crate) fn backward_cpu(
                         for j in 0..m {
                             col2im(
                                 geo,
-                                &dcol,
+                                &mut dcol,
                                 ld,
                                 j * pix,
                                 &mut dxb[j * chw + g * gin..j * chw + (g + 1) * gin],

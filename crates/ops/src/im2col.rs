@@ -86,8 +86,9 @@ fn im2col_rows(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: usize)
 }
 
 /// col2im of one group of one sample: adds the matrix laid out as in [`im2col`] into
-/// `dx` (`[cig, h, w]`).
-pub(crate) fn col2im(geo: &ConvGeom, col: &[f32], ld: usize, c0: usize, dx: &mut [f32]) {
+/// `dx` (`[cig, h, w]`). The matrix is scratch: the flat-shift path zeroes its entries that
+/// read padding columns, so that each tap is one contiguous add.
+pub(crate) fn col2im(geo: &ConvGeom, col: &mut [f32], ld: usize, c0: usize, dx: &mut [f32]) {
     if geo.flat_shift() {
         col2im_shift(geo, col, ld, c0, dx)
     } else {
@@ -195,18 +196,27 @@ fn im2col_shift(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: usize
     });
 }
 
-/// [`col2im`] for [`ConvGeom::flat_shift`] geometries: per output row, the columns that read
-/// inside the image are added into the input row they came from.
-fn col2im_shift(geo: &ConvGeom, col: &[f32], ld: usize, c0: usize, dx: &mut [f32]) {
+/// [`col2im`] for [`ConvGeom::flat_shift`] geometries, the mirror of [`im2col_shift`]: the
+/// entries of the tap's row that read padding columns are zeroed (each would otherwise land on
+/// the wrapped-around pixel of the next or previous input row), then the run of output rows
+/// whose input row exists is added into the input plane as one contiguous run.
+fn col2im_shift(geo: &ConvGeom, col: &mut [f32], ld: usize, c0: usize, dx: &mut [f32]) {
     let (ow, hw) = (geo.ow, geo.h * geo.w);
     for_each_tap(geo, |r, t| {
+        if t.oy0 == t.oy1 {
+            return;
+        }
         let plane = &mut dx[t.c * hw..(t.c + 1) * hw];
-        let src = &col[r * ld + c0..];
-        for oy in t.oy0..t.oy1 {
-            let q = oy * ow;
-            let a = (q as isize + t.lo as isize + t.shift) as usize;
-            let d = &mut plane[a..a + (t.hi - t.lo)];
-            for (dv, sv) in d.iter_mut().zip(&src[q + t.lo..q + t.hi]) {
+        let src = &mut col[r * ld + c0..r * ld + c0 + geo.pix()];
+        for row in src[t.oy0 * ow..t.oy1 * ow].chunks_exact_mut(ow) {
+            row[..t.lo].fill(0.0);
+            row[t.hi..].fill(0.0);
+        }
+        let q0 = ((t.oy0 * ow) as isize).max(-t.shift) as usize;
+        let q1 = ((t.oy1 * ow) as isize).min(hw as isize - t.shift) as usize;
+        if q1 > q0 {
+            let a = (q0 as isize + t.shift) as usize;
+            for (dv, sv) in plane[a..a + (q1 - q0)].iter_mut().zip(&src[q0..q1]) {
                 *dv += sv;
             }
         }
@@ -248,7 +258,7 @@ mod tests {
             }
             let dcol: Vec<f32> = (0..geo.kg() * ld).map(|i| (i % 7) as f32 - 3.0).collect();
             let (mut da, mut db) = (vec![0.5f32; x.len()], vec![0.5f32; x.len()]);
-            col2im_shift(&geo, &dcol, ld, c0, &mut da);
+            col2im_shift(&geo, &mut dcol.clone(), ld, c0, &mut da);
             col2im_rows(&geo, &dcol, ld, c0, &mut db);
             assert_eq!(da, db, "{geo:?}");
         }
