@@ -48,7 +48,7 @@ pub(crate) fn concat_cpu<T: Tape<f32, Cpu>>(
     let mut out = vec![0.0f32; n * c_total * hw];
     let mut off = 0;
     for x in &parts {
-        let v = util::read(x);
+        let v = util::read4(x);
         let ci = x.shape().1;
         for b in 0..n {
             out[(b * c_total + off) * hw..(b * c_total + off + ci) * hw]
@@ -89,7 +89,7 @@ pub(crate) fn split_cpu<T: Tape<f32, Cpu>>(
     let (n, c, h, w) = shape;
     let hw = h * w;
     let (x, mut tape) = x.contiguous().split_tape();
-    let v = util::read(&x);
+    let v = util::read4(&x);
     let mut outs = Vec::with_capacity(sizes.len());
     let mut off = 0;
     for &ci in sizes {

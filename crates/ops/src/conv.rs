@@ -7,6 +7,7 @@
 //! `dW += dY · colᵀ` and `dX += col2im(Wᵀ · dY)`.
 
 use crate::im2col::{col2im, im2col};
+use crate::shared;
 use crate::util::{self, Mat};
 use crate::{OpsDevice, Shape4};
 use dfdx::prelude::*;
@@ -431,18 +432,19 @@ pub(crate) fn conv2d_cpu<T: Tape<f32, Cpu>>(
     let geo = ConvGeom::new(*x.shape(), *weight.shape(), cfg);
     geo.check_bias(bias.map(|b| b.shape().0));
     let (x, mut tape) = x.contiguous().split_tape();
-    let xv = util::read(&x);
+    let xv = util::read4(&x);
     let wv = util::read(weight);
     let bv = bias.map(util::read);
-    let mut out = vec![0.0f32; geo.n * geo.co * geo.pix()];
+    let mut out = util::zeros(geo.n * geo.co * geo.pix());
     forward_cpu(&geo, &xv, &wv, bv.as_deref(), &mut out);
     drop(xv);
-    let out = x.device().tensor_from_vec(out, geo.out_shape());
+    let (out, published) = shared::publish(x.device(), out, geo.out_shape(), T::OWNS_TAPE);
     if T::OWNS_TAPE {
         let (out_id, weight, bias) = (out.clone(), weight.clone(), bias.cloned());
         tape.add_backward_op(move |grads| {
+            drop(published);
             let dout = util::take_grad(grads, &out_id)?;
-            let xv = util::read(&x);
+            let xv = util::read4(&x);
             let dx = util::grad_mut(grads, &x)?;
             let (dw, db) = backward_cpu(&geo, &xv, &wv, &dout, dx, bias.is_some());
             util::put_grad(grads, &out_id, dout)?;

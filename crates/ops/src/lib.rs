@@ -18,6 +18,7 @@ pub mod layers;
 mod malloc;
 pub mod norm;
 pub mod pool;
+mod shared;
 mod stencil;
 pub mod upsample;
 mod util;

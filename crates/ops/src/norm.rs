@@ -6,7 +6,7 @@
 //! `running_var`. Evaluation mode normalises with the running statistics. Both are
 //! `y = (x − μ)/√(σ² + eps)·γ + β`, followed by `max(y, 0)` when `relu` is set.
 
-use crate::util;
+use crate::{shared, util};
 use crate::{OpsDevice, Shape4};
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -110,7 +110,7 @@ fn affine_forward(
     shift: &[f32],
     relu: bool,
 ) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = util::zeros(x.len());
     out.par_chunks_mut(hw)
         .zip(x.par_chunks(hw))
         .enumerate()
@@ -224,12 +224,13 @@ fn bn_cpu<T: Tape<f32, Cpu>>(
         &saved.shift,
         saved.relu,
     );
-    let out = x.device().tensor_from_vec(out, *x.shape());
+    let (out, published) = shared::publish(x.device(), out, *x.shape(), T::OWNS_TAPE);
     if T::OWNS_TAPE {
         let (out_id, weight, bias) = (out.clone(), weight.clone(), bias.clone());
         tape.add_backward_op(move |grads| {
+            drop(published);
             let dy = util::take_grad(grads, &out_id)?;
-            let xv = util::read(&x);
+            let xv = util::read4(&x);
             let (dg, db) = saved.backward(&xv, &dy, util::grad_mut(grads, &x)?);
             util::put_grad(grads, &out_id, dy)?;
             util::add_grad(grads, &weight, &dg)?;
@@ -257,7 +258,7 @@ pub(crate) fn bn_train_cpu<T: Tape<f32, Cpu>>(
         "batch_norm2d: training needs more than one value per channel, input is {shape:?}"
     );
     let (x, tape) = x.contiguous().split_tape();
-    let xv = util::read(&x);
+    let xv = util::read4(&x);
     let (mean, var) = batch_stats(&xv, n, c, hw);
     let (g, b) = (util::read(weight), util::read(bias));
     let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + cfg.eps).sqrt()).collect();
@@ -307,7 +308,7 @@ pub(crate) fn bn_eval_cpu<T: Tape<f32, Cpu>>(
     check_bn(shape, [weight, bias, running_mean, running_var]);
     let (_, c, h, w) = shape;
     let (x, tape) = x.contiguous().split_tape();
-    let xv = util::read(&x);
+    let xv = util::read4(&x);
     let (g, b) = (util::read(weight), util::read(bias));
     let mean = util::read_vec(running_mean);
     let invstd: Vec<f32> = util::read(running_var)
@@ -344,8 +345,8 @@ pub(crate) fn add_relu_cpu<T: Tape<f32, Cpu>>(
     let (a, ta) = a.contiguous().split_tape();
     let (b, tb) = b.contiguous().split_tape();
     let mut tape = ta.merge(tb);
-    let mut out = util::read_vec(&a);
-    let bv = util::read(&b);
+    let mut out = util::to_vec(&util::read4(&a));
+    let bv = util::read4(&b);
     const CHUNK: usize = 1 << 14;
     let mut mask = vec![0u64; out.len().div_ceil(64)];
     out.par_chunks_mut(CHUNK)
@@ -363,10 +364,11 @@ pub(crate) fn add_relu_cpu<T: Tape<f32, Cpu>>(
             }
         });
     drop(bv);
-    let out = a.device().tensor_from_vec(out, *a.shape());
+    let (out, published) = shared::publish(a.device(), out, *a.shape(), T::OWNS_TAPE);
     if T::OWNS_TAPE {
         let out_id = out.clone();
         tape.add_backward_op(move |grads| {
+            drop(published);
             let g = util::take_grad(grads, &out_id)?;
             for t in [&a, &b] {
                 let d = util::grad_mut(grads, t)?;

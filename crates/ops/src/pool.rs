@@ -82,7 +82,7 @@ pub(crate) fn max_window_cpu<T: Tape<f32, Cpu>>(
 ) -> Tensor<Shape4, f32, Cpu, T> {
     let (x, mut tape) = x.contiguous().split_tape();
     let shape = *x.shape();
-    let xv = util::read(&x);
+    let xv = util::read4(&x);
     let (il, ol) = (win.in_len(), win.out_len());
     let n_out = shape.0 * shape.1 * ol;
     let (mut out, mut arg) = (vec![0.0f32; n_out], vec![0u32; n_out]);
@@ -144,7 +144,7 @@ pub(crate) fn avg_window_cpu<T: Tape<f32, Cpu>>(
 ) -> Tensor<Shape4, f32, Cpu, T> {
     let (x, mut tape) = x.contiguous().split_tape();
     let shape = *x.shape();
-    let xv = util::read(&x);
+    let xv = util::read4(&x);
     let (il, ol) = (win.in_len(), win.out_len());
     let scale = 1.0 / (win.k * win.k) as f32;
     let mut out = vec![0.0f32; shape.0 * shape.1 * ol];
@@ -201,7 +201,7 @@ pub(crate) fn weighted_cpu<T: Tape<f32, Cpu>>(
 ) -> Tensor<Shape4, f32, Cpu, T> {
     let (x, mut tape) = x.contiguous().split_tape();
     let shape = *x.shape();
-    let xv = util::read(&x);
+    let xv = util::read4(&x);
     let mut out = vec![0.0f32; shape.0 * shape.1 * st.out_len()];
     st.weighted_forward(&xv, &mut out);
     let out = x.device().tensor_from_vec(out, st.out_shape(shape));

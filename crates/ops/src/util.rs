@@ -2,8 +2,11 @@
 //! gradient buffers without copies, a checked wrapper over `gemm`, and how to split a batch
 //! over the rayon pool.
 
+use crate::shared::{self, Published};
+use crate::Shape4;
 use dfdx::prelude::*;
-use std::sync::Mutex;
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
 
 /// Recently used read buffers, so the per-step copies of activations neither page-fault nor
 /// zero-fill fresh memory. Bounded by [`POOL_BYTES`].
@@ -58,6 +61,46 @@ pub(crate) fn read<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Pooled {
     let mut v = pooled_buffer(t.shape().num_elements());
     t.copy_into(&mut v);
     Pooled(v)
+}
+
+/// The contents of an activation: the buffer itself when one of our ops made it and its tape
+/// still holds it ([`crate::shared`]), else a pooled copy.
+pub(crate) enum Input {
+    Shared(Arc<Published>),
+    Copied(Pooled),
+}
+
+impl std::ops::Deref for Input {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            Input::Shared(p) => p,
+            Input::Copied(c) => c,
+        }
+    }
+}
+
+/// An activation's contents, read in place where possible (see [`Input`]).
+pub(crate) fn read4<T>(t: &Tensor<Shape4, f32, Cpu, T>) -> Input {
+    match shared::lookup(t) {
+        Some(p) => Input::Shared(p),
+        None => Input::Copied(read(t)),
+    }
+}
+
+/// A copy of `src` made on the rayon pool.
+pub(crate) fn to_vec(src: &[f32]) -> Vec<f32> {
+    let mut v = Vec::with_capacity(src.len());
+    v.par_extend(src.par_iter().copied());
+    v
+}
+
+/// `n` zeros, written on the rayon pool (an output buffer that a kernel then fills: glibc
+/// cannot hand out fresh zero pages once `keep_large_allocations` keeps blocks on the heap).
+pub(crate) fn zeros(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(0.0f32, n));
+    v
 }
 
 /// Copies a CPU tensor's logical contents (row-major) into a new `Vec` (to become an output).

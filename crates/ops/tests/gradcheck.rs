@@ -433,6 +433,57 @@ fn add_relu_gradients() {
     }
 }
 
+/// A residual block, `relu(x + conv(bn_relu(conv(x))))`, traced: on the fast path every op
+/// after the first reads its input from the buffer the previous op published (in place, not
+/// copied), forward and backward. Outputs and every gradient agree with the generic path,
+/// which shares nothing.
+#[test]
+fn residual_block_reading_published_buffers_matches_generic() {
+    let dev = Cpu::default();
+    let mut rng = rng(17);
+    let xs = (3, 4, 5, 6);
+    let x = t4(&dev, uniform(&mut rng, numel(xs)), xs);
+    let w1 = t4(&dev, uniform(&mut rng, 4 * 4 * 9), (4, 4, 3, 3));
+    let w2 = t4(&dev, uniform(&mut rng, 4 * 4 * 9), (4, 4, 3, 3));
+    let (gamma, beta) = (
+        t1(&dev, uniform(&mut rng, 4)),
+        t1(&dev, uniform(&mut rng, 4)),
+    );
+    let cfg = Conv2dCfg::new(1, 1);
+    let probe = t4(&dev, uniform(&mut rng, numel(xs)), xs);
+    let mut res = Vec::new();
+    for path in PATHS {
+        let (mut rm, mut rv) = (dev.zeros_like(&(4,)), dev.ones_like(&(4,)));
+        let bn = kd_ops::BatchNormCfg::with_relu(true);
+        let h = conv(path, x.leaky_trace(), &w1, None, cfg);
+        let h = match path {
+            Path::Fast => kd_ops::batch_norm2d_train(h, &gamma, &beta, &mut rm, &mut rv, bn),
+            Path::Generic => generic::batch_norm2d_train(h, &gamma, &beta, &mut rm, &mut rv, bn),
+        };
+        let h = conv(path, h, &w2, None, cfg);
+        let out = match path {
+            Path::Fast => kd_ops::add_relu(h, x.retaped()),
+            Path::Generic => generic::add_relu(h, x.retaped()),
+        };
+        let ov = out.as_vec();
+        let g = (out * probe.clone()).sum::<(), _>().backward();
+        let grads = [&w1, &w2].map(|w| g.get(w).as_vec());
+        res.push((
+            ov,
+            g.get(&x).as_vec(),
+            grads,
+            g.get(&gamma).as_vec(),
+            rm.as_vec(),
+        ));
+    }
+    assert_close("output", &res[0].0, &res[1].0, 1e-5, 1e-5);
+    assert_close("dx", &res[0].1, &res[1].1, 1e-4, 1e-5);
+    assert_close("dw1", &res[0].2[0], &res[1].2[0], 1e-4, 1e-5);
+    assert_close("dw2", &res[0].2[1], &res[1].2[1], 1e-4, 1e-5);
+    assert_close("dgamma", &res[0].3, &res[1].3, 1e-4, 1e-5);
+    assert_close("running_mean", &res[0].4, &res[1].4, 1e-5, 1e-6);
+}
+
 #[test]
 #[should_panic(expected = "not divisible by groups")]
 fn conv2d_rejects_channels_not_divisible_by_groups() {
