@@ -31,14 +31,25 @@ struct RowTap {
     hi: usize,
 }
 
+/// For each kernel column `kj`: the input column minus `ox·s`, and the output columns
+/// `lo..hi` that read inside the image (the same for every channel and kernel row).
+fn column_ranges(geo: &ConvGeom) -> Vec<(isize, usize, usize)> {
+    (0..geo.kw)
+        .map(|kj| {
+            let off = (kj * geo.d) as isize - geo.p as isize;
+            let (lo, hi) = geo.valid_cols(off);
+            (off, lo, hi)
+        })
+        .collect()
+}
+
 /// Calls `f` for every output row of every tap, in im2col order (any geometry).
 fn for_each_row(geo: &ConvGeom, ld: usize, c0: usize, mut f: impl FnMut(RowTap)) {
+    let cols = column_ranges(geo);
     for c in 0..geo.cig {
         for ki in 0..geo.kh {
-            for kj in 0..geo.kw {
+            for (kj, &(off, lo, hi)) in cols.iter().enumerate() {
                 let row = ((c * geo.kh + ki) * geo.kw + kj) * ld + c0;
-                let off = (kj * geo.d) as isize - geo.p as isize;
-                let (lo, hi) = geo.valid_cols(off);
                 for oy in 0..geo.oh {
                     let iy = (oy * geo.s + ki * geo.d) as isize - geo.p as isize;
                     let iy = (0..geo.h as isize).contains(&iy).then_some(iy as usize);
@@ -137,15 +148,14 @@ struct Tap {
 /// Calls `f(r, tap)` for every im2col row `r` of a [`ConvGeom::flat_shift`] geometry.
 fn for_each_tap(geo: &ConvGeom, mut f: impl FnMut(usize, Tap)) {
     let (h, w) = (geo.h as isize, geo.w as isize);
+    let cols = column_ranges(geo);
     let mut r = 0;
     for c in 0..geo.cig {
         for ki in 0..geo.kh {
             let dy = (ki * geo.d) as isize - geo.p as isize;
             let oy0 = (-dy).clamp(0, geo.oh as isize) as usize;
             let oy1 = (h - dy).clamp(oy0 as isize, geo.oh as isize) as usize;
-            for kj in 0..geo.kw {
-                let dx = (kj * geo.d) as isize - geo.p as isize;
-                let (lo, hi) = geo.valid_cols(dx);
+            for &(dx, lo, hi) in &cols {
                 let shift = dy * w + dx;
                 f(
                     r,
