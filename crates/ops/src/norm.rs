@@ -80,25 +80,57 @@ fn shifted_sums(v: &[f32], k: f32) -> (f64, f64) {
     (s64, q64)
 }
 
+/// Per-channel sums over the planes of `x: [n, c, hw]` (and of `y`, laid out alike), each
+/// plane's pair from `f(channel, x plane, y plane)`. The batch is split into one contiguous run
+/// of samples per rayon thread, so each thread streams through memory in order (a split by
+/// channel reads one `hw`-sized plane per sample, scattered), and the runs' sums are added in
+/// order, so the result does not depend on scheduling.
+fn plane_sums(
+    x: &[f32],
+    y: &[f32],
+    c: usize,
+    hw: usize,
+    f: impl Fn(usize, &[f32], &[f32]) -> (f64, f64) + Sync,
+) -> Vec<(f64, f64)> {
+    let per = util::per_thread(x.len() / (c * hw)) * c * hw;
+    let runs: Vec<Vec<(f64, f64)>> = x
+        .par_chunks(per)
+        .zip(y.par_chunks(per))
+        .map(|(xs, ys)| {
+            let mut acc = vec![(0.0f64, 0.0f64); c];
+            for (q, (xp, yp)) in xs.chunks(hw).zip(ys.chunks(hw)).enumerate() {
+                let (a, b) = f(q % c, xp, yp);
+                acc[q % c].0 += a;
+                acc[q % c].1 += b;
+            }
+            acc
+        })
+        .collect();
+    let mut sums = vec![(0.0f64, 0.0f64); c];
+    for run in runs {
+        for (s, r) in sums.iter_mut().zip(run) {
+            s.0 += r.0;
+            s.1 += r.1;
+        }
+    }
+    sums
+}
+
 /// Per-channel batch mean and biased variance of `x: [n, c, hw]`.
 fn batch_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
     let m = (n * hw) as f64;
-    let stats: Vec<(f32, f32)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let k = x[ch * hw];
-            let (mut s, mut q) = (0.0f64, 0.0f64);
-            for b in 0..n {
-                let (a, aa) = shifted_sums(&x[(b * c + ch) * hw..(b * c + ch + 1) * hw], k);
-                s += a;
-                q += aa;
-            }
+    // Sums of `x − k` with `k` the channel's first value, for a variance that does not
+    // cancel catastrophically when the mean is large.
+    let k: Vec<f32> = (0..c).map(|ch| x[ch * hw]).collect();
+    plane_sums(x, x, c, hw, |ch, xp, _| shifted_sums(xp, k[ch]))
+        .into_iter()
+        .zip(&k)
+        .map(|((s, q), &k)| {
             let mean_shift = s / m;
             let var = (q / m - mean_shift * mean_shift).max(0.0);
             ((k as f64 + mean_shift) as f32, var as f32)
         })
-        .collect();
-    stats.into_iter().unzip()
+        .unzip()
 }
 
 /// `y = x·scale[c] + shift[c]` (then ReLU), plane-parallel.
@@ -147,34 +179,39 @@ impl BnSaved {
     fn backward(&self, x: &[f32], dy: &[f32], dx: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
         let (c, hw) = (self.c, self.hw);
         let n = x.len() / (c * hw);
-        let sums: Vec<(f32, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (a, b, mu, is) = (
-                    self.scale[ch],
-                    self.shift[ch],
-                    self.mean[ch],
-                    self.invstd[ch],
-                );
-                let (mut s1, mut s2) = (0.0f64, 0.0f64);
-                for bi in 0..n {
-                    let r = (bi * c + ch) * hw..(bi * c + ch + 1) * hw;
-                    let (mut p1, mut p2) = ([0.0f32; LANES], [0.0f32; LANES]);
-                    for (i, (&xv, &g)) in x[r.clone()].iter().zip(&dy[r]).enumerate() {
-                        let g = if self.relu && xv * a + b <= 0.0 {
-                            0.0
-                        } else {
-                            g
-                        };
-                        p1[i % LANES] += g;
-                        p2[i % LANES] += g * (xv - mu) * is;
-                    }
-                    s1 += p1.iter().map(|&v| v as f64).sum::<f64>();
-                    s2 += p2.iter().map(|&v| v as f64).sum::<f64>();
+        let sums: Vec<(f32, f32)> = plane_sums(x, dy, c, hw, |ch, xp, gp| {
+            let (a, b, mu, is) = (
+                self.scale[ch],
+                self.shift[ch],
+                self.mean[ch],
+                self.invstd[ch],
+            );
+            let relu = self.relu;
+            // `Σ g` and `Σ g·x̂` over the plane, `g` masked by the ReLU, in LANES partial sums.
+            let (mut p1, mut p2) = ([0.0f32; LANES], [0.0f32; LANES]);
+            let mut lanes = |l: usize, xv: f32, g: f32| {
+                let g = if relu && xv * a + b <= 0.0 { 0.0 } else { g };
+                p1[l] += g;
+                p2[l] += g * (xv - mu) * is;
+            };
+            let (xc, gc) = (xp.chunks_exact(LANES), gp.chunks_exact(LANES));
+            let (xr, gr) = (xc.remainder(), gc.remainder());
+            for (xc, gc) in xc.zip(gc) {
+                for l in 0..LANES {
+                    lanes(l, xc[l], gc[l]);
                 }
-                (s1 as f32, s2 as f32)
-            })
-            .collect();
+            }
+            for (l, (&xv, &g)) in xr.iter().zip(gr).enumerate() {
+                lanes(l, xv, g);
+            }
+            (
+                p1.iter().map(|&v| v as f64).sum::<f64>(),
+                p2.iter().map(|&v| v as f64).sum::<f64>(),
+            )
+        })
+        .into_iter()
+        .map(|(s1, s2)| (s1 as f32, s2 as f32))
+        .collect();
         let m = (n * hw) as f32;
         dx.par_chunks_mut(hw)
             .zip(x.par_chunks(hw))
