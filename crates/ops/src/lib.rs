@@ -14,6 +14,7 @@ mod check;
 pub mod conv;
 pub mod generic;
 mod im2col;
+mod lanes;
 pub mod layers;
 mod malloc;
 pub mod norm;

@@ -6,6 +6,7 @@
 //! `running_var`. Evaluation mode normalises with the running statistics. Both are
 //! `y = (x − μ)/√(σ² + eps)·γ + β`, followed by `max(y, 0)` when `relu` is set.
 
+use crate::lanes::{self, LANES};
 use crate::{shared, util};
 use crate::{OpsDevice, Shape4};
 use dfdx::prelude::*;
@@ -54,21 +55,12 @@ pub(crate) fn check_bn<D: Storage<f32>>(x: Shape4, params: [&Tensor<(usize,), f3
     }
 }
 
-const LANES: usize = 8;
-
-/// `(Σ (v − k), Σ (v − k)²)` of a slice, vectorisable.
+/// `(Σ (v − k), Σ (v − k)²)` of a slice, in [`lanes::LANES`] partial sums.
 fn shifted_sums(v: &[f32], k: f32) -> (f64, f64) {
-    let (mut s, mut q) = ([0.0f32; LANES], [0.0f32; LANES]);
-    let mut it = v.chunks_exact(LANES);
-    for c in &mut it {
-        for l in 0..LANES {
-            let d = c[l] - k;
-            s[l] += d;
-            q[l] += d * d;
-        }
-    }
+    let (chunks, rest) = v.as_chunks::<LANES>();
+    let (s, q) = lanes::shifted(chunks, k);
     let (mut s64, mut q64) = (0.0f64, 0.0f64);
-    for &r in it.remainder() {
+    for &r in rest {
         let d = (r - k) as f64;
         s64 += d;
         q64 += d * d;
@@ -114,6 +106,23 @@ fn plane_sums(
         }
     }
     sums
+}
+
+/// `(Σ g, Σ g·(x − μ)·invstd)` over one plane of the backward pass, `g` zeroed where the fused
+/// ReLU's output was not positive (`RELU`), with `[scale, shift, μ, invstd]` of the channel.
+fn grad_sums<const RELU: bool>(x: &[f32], dy: &[f32], p: [f32; 4]) -> (f64, f64) {
+    let ((xc, xr), (gc, gr)) = (x.as_chunks::<LANES>(), dy.as_chunks::<LANES>());
+    let (mut p1, mut p2) = lanes::masked_grad::<RELU>(xc, gc, p);
+    let [a, b, mu, is] = p;
+    for (l, (&xv, &g)) in xr.iter().zip(gr).enumerate() {
+        let g = if RELU && xv * a + b <= 0.0 { 0.0 } else { g };
+        p1[l] += g;
+        p2[l] += g * (xv - mu) * is;
+    }
+    (
+        p1.iter().map(|&v| v as f64).sum::<f64>(),
+        p2.iter().map(|&v| v as f64).sum::<f64>(),
+    )
 }
 
 /// Per-channel batch mean and biased variance of `x: [n, c, hw]`.
@@ -186,28 +195,11 @@ impl BnSaved {
                 self.mean[ch],
                 self.invstd[ch],
             );
-            let relu = self.relu;
-            // `Σ g` and `Σ g·x̂` over the plane, `g` masked by the ReLU, in LANES partial sums.
-            let (mut p1, mut p2) = ([0.0f32; LANES], [0.0f32; LANES]);
-            let mut lanes = |l: usize, xv: f32, g: f32| {
-                let g = if relu && xv * a + b <= 0.0 { 0.0 } else { g };
-                p1[l] += g;
-                p2[l] += g * (xv - mu) * is;
-            };
-            let (xc, gc) = (xp.chunks_exact(LANES), gp.chunks_exact(LANES));
-            let (xr, gr) = (xc.remainder(), gc.remainder());
-            for (xc, gc) in xc.zip(gc) {
-                for l in 0..LANES {
-                    lanes(l, xc[l], gc[l]);
-                }
+            if self.relu {
+                grad_sums::<true>(xp, gp, [a, b, mu, is])
+            } else {
+                grad_sums::<false>(xp, gp, [a, b, mu, is])
             }
-            for (l, (&xv, &g)) in xr.iter().zip(gr).enumerate() {
-                lanes(l, xv, g);
-            }
-            (
-                p1.iter().map(|&v| v as f64).sum::<f64>(),
-                p2.iter().map(|&v| v as f64).sum::<f64>(),
-            )
         })
         .into_iter()
         .map(|(s1, s2)| (s1 as f32, s2 as f32))
@@ -231,13 +223,15 @@ impl BnSaved {
                 } else {
                     (0.0, 0.0)
                 };
-                for ((d, &xv), &g) in d.iter_mut().zip(xp).zip(gp) {
-                    let g = if self.relu && xv * a + b <= 0.0 {
-                        0.0
-                    } else {
-                        g
-                    };
-                    *d += a * (g - k1 - (xv - mu) * is * k2);
+                let f = |d: &mut f32, xv: f32, g: f32| *d += a * (g - k1 - (xv - mu) * is * k2);
+                if self.relu {
+                    for ((d, &xv), &g) in d.iter_mut().zip(xp).zip(gp) {
+                        f(d, xv, if xv * a + b <= 0.0 { 0.0 } else { g });
+                    }
+                } else {
+                    for ((d, &xv), &g) in d.iter_mut().zip(xp).zip(gp) {
+                        f(d, xv, g);
+                    }
                 }
             });
         sums.into_iter().map(|(s1, s2)| (s2, s1)).unzip()
@@ -372,8 +366,8 @@ pub(crate) fn bn_eval_cpu<T: Tape<f32, Cpu>>(
     bn_cpu(x, tape, &xv, weight, bias, saved)
 }
 
-/// CPU fast path of [`add_relu`]: one fused pass forward (keeping a bit mask of the positive
-/// outputs), one pass per input backward.
+/// CPU fast path of [`add_relu`]: one fused pass forward, one pass per input backward (masked
+/// by the output, which its tape keeps anyway).
 pub(crate) fn add_relu_cpu<T: Tape<f32, Cpu>>(
     a: Tensor<Shape4, f32, Cpu, T>,
     b: Tensor<Shape4, f32, Cpu, T>,
@@ -382,41 +376,28 @@ pub(crate) fn add_relu_cpu<T: Tape<f32, Cpu>>(
     let (a, ta) = a.contiguous().split_tape();
     let (b, tb) = b.contiguous().split_tape();
     let mut tape = ta.merge(tb);
-    let mut out = util::to_vec(&util::read4(&a));
-    let bv = util::read4(&b);
-    const CHUNK: usize = 1 << 14;
-    let mut mask = vec![0u64; out.len().div_ceil(64)];
-    out.par_chunks_mut(CHUNK)
-        .zip(bv.par_chunks(CHUNK))
-        .zip(mask.par_chunks_mut(CHUNK / 64))
-        .for_each(|((o, bp), m)| {
-            for ((o, bp), m) in o.chunks_mut(64).zip(bp.chunks(64)).zip(m.iter_mut()) {
-                let mut bits = 0u64;
-                for (i, (o, &v)) in o.iter_mut().zip(bp).enumerate() {
-                    let y = *o + v;
-                    bits |= ((y > 0.0) as u64) << i;
-                    *o = y.max(0.0);
-                }
-                *m = bits;
-            }
-        });
-    drop(bv);
+    let out = {
+        let (av, bv) = (util::read4(&a), util::read4(&b));
+        util::zip_map(&av, &bv, |x, y| (x + y).max(0.0))
+    };
     let (out, published) = shared::publish(a.device(), out, *a.shape(), T::OWNS_TAPE);
     if T::OWNS_TAPE {
         let out_id = out.clone();
         tape.add_backward_op(move |grads| {
+            // The ReLU passed the gradient where its output is positive (`max` gives 0 for a
+            // NaN sum, which the mask then blocks too). The output is read in place.
+            let y = util::read4(&out_id);
             drop(published);
             let g = util::take_grad(grads, &out_id)?;
+            const CHUNK: usize = 1 << 14;
             for t in [&a, &b] {
                 let d = util::grad_mut(grads, t)?;
                 d.par_chunks_mut(CHUNK)
                     .zip(g.par_chunks(CHUNK))
-                    .zip(mask.par_chunks(CHUNK / 64))
-                    .for_each(|((d, gp), m)| {
-                        for ((d, gp), &bits) in d.chunks_mut(64).zip(gp.chunks(64)).zip(m) {
-                            for (i, (d, &g)) in d.iter_mut().zip(gp).enumerate() {
-                                *d += if bits >> i & 1 == 1 { g } else { 0.0 };
-                            }
+                    .zip(y.par_chunks(CHUNK))
+                    .for_each(|((d, gp), yp)| {
+                        for ((d, &g), &y) in d.iter_mut().zip(gp).zip(yp) {
+                            *d += if y > 0.0 { g } else { 0.0 };
                         }
                     });
             }

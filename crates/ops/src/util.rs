@@ -6,6 +6,7 @@ use crate::shared::{self, Published};
 use crate::Shape4;
 use dfdx::prelude::*;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 /// Recently used read buffers, so the per-step copies of activations neither page-fault nor
@@ -88,19 +89,45 @@ pub(crate) fn read4<T>(t: &Tensor<Shape4, f32, Cpu, T>) -> Input {
     }
 }
 
-/// A copy of `src` made on the rayon pool.
-pub(crate) fn to_vec(src: &[f32]) -> Vec<f32> {
-    let mut v = Vec::with_capacity(src.len());
-    v.par_extend(src.par_iter().copied());
+/// Values per rayon task when a buffer is filled on the pool.
+const FILL_CHUNK: usize = 1 << 15;
+
+/// A `Vec` of `n` values, each written once by `fill(chunk index, chunk)` on the rayon pool
+/// (chunks of [`FILL_CHUNK`]), without zeroing the memory first.
+///
+/// # Safety
+/// `fill` must write every element of every chunk it is given.
+unsafe fn filled(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(FILL_CHUNK)
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: the first `n` elements were written above (the caller's contract).
+    unsafe { v.set_len(n) };
     v
+}
+
+/// `f(a[i], b[i])` for every `i`, computed on the rayon pool into a new `Vec`.
+pub(crate) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "zip_map: lengths differ");
+    // SAFETY: chunk `i` is `a[i·FILL_CHUNK..]` for its whole length (`a` and `b` are `n` long),
+    // so the zip writes all of it.
+    unsafe {
+        filled(a.len(), |i, c| {
+            let (a, b) = (&a[i * FILL_CHUNK..], &b[i * FILL_CHUNK..]);
+            for ((d, &x), &y) in c.iter_mut().zip(a).zip(b) {
+                d.write(f(x, y));
+            }
+        })
+    }
 }
 
 /// `n` zeros, written on the rayon pool (an output buffer that a kernel then fills: glibc
 /// cannot hand out fresh zero pages once `keep_large_allocations` keeps blocks on the heap).
 pub(crate) fn zeros(n: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n);
-    v.par_extend(rayon::iter::repeat_n(0.0f32, n));
-    v
+    // SAFETY: `fill` writes the whole chunk.
+    unsafe { filled(n, |_, c| c.fill(MaybeUninit::new(0.0))) }
 }
 
 /// Copies a CPU tensor's logical contents (row-major) into a new `Vec` (to become an output).
