@@ -23,11 +23,13 @@ import sys
 # (category, substrings of a frame's symbol); the first category whose pattern matches the
 # innermost matching frame wins.
 CATEGORIES = [
-    ("conv: im2col (forward and backward)", ["kd_ops::conv::im2col"]),
+    ("conv: im2col (forward and backward)", ["kd_ops::im2col::im2col", "kd_ops::conv::im2col"]),
+    ("conv backward: col2im", ["kd_ops::im2col::col2im", "kd_ops::conv::col2im"]),
     ("gemm (convolutions, linear)", ["gemm_f32::", "gemm_common::", "gemm::gemm"]),
-    ("conv backward: rest (dY transpose, col2im, bias and weight sums)", ["kd_ops::conv::backward_cpu"]),
+    ("conv backward: rest (dY copies and transpose, bias sums)", ["kd_ops::conv::backward_cpu"]),
     ("conv forward: rest (batched output copy)", ["kd_ops::conv::forward_cpu", "kd_ops::conv::conv2d_cpu"]),
     ("input copies (`util::read`)", ["kd_ops::util::read"]),
+    ("output buffers written on the pool (`util::zeros`, `util::zip_map`)", ["kd_ops::util::filled", "kd_ops::util::zeros", "kd_ops::util::zip_map"]),
     ("zero-filled gradient buffers (dfdx `get_or_alloc_mut`)", ["get_or_alloc_mut", "try_alloc_grad"]),
     ("BatchNorm (+ReLU) backward", ["kd_ops::norm::BnSaved"]),
     ("BatchNorm (+ReLU) forward", ["kd_ops::norm::bn_", "kd_ops::norm::affine_forward", "kd_ops::norm::batch_stats"]),
