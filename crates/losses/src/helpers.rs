@@ -86,7 +86,8 @@ pub enum Attention {
 pub fn att<D: OpsDevice, T: Tape<f32, D>>(f: Map4<D, T>, kind: Attention) -> Mat<D, T> {
     let (b, c, h, w) = *f.shape();
     let map: Tensor<(usize, usize, usize), f32, D, T> = match kind {
-        Attention::SqMean => f.square().mean::<_, Axis<1>>(),
+        // One fused, parallel pass on the CPU (dfdx's square and mean on the GPU).
+        Attention::SqMean => return kd_ops::channel_sq_mean(f),
         Attention::ChannelSoftmax => {
             let weights = f
                 .with_empty_tape()

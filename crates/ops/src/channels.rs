@@ -1,9 +1,11 @@
 //! Channel-wise concatenation and splitting of NCHW tensors with runtime channel counts
-//! (PyTorch's `torch.cat(xs, dim=1)` and `torch.split(x, sizes, dim=1)`).
+//! (PyTorch's `torch.cat(xs, dim=1)` and `torch.split(x, sizes, dim=1)`), and the mean of
+//! squares over channels (the attention map of AT, SAD and SCD).
 
 use crate::util;
 use crate::{OpsDevice, Shape4};
 use dfdx::prelude::*;
+use rayon::prelude::*;
 
 pub(crate) fn check_concat(shapes: &[Shape4]) -> usize {
     assert!(
@@ -146,4 +148,60 @@ pub fn split_channels<D: OpsDevice, T: Tape<f32, D>>(
     sizes: &[usize],
 ) -> Vec<Tensor<Shape4, f32, D, T>> {
     D::split_channels_op(x, sizes)
+}
+
+/// CPU fast path of [`channel_sq_mean`]: one pass over `x` forward, one backward, both
+/// parallel over samples (dfdx's square and mean run on one thread, with a strided reduction).
+pub(crate) fn channel_sq_mean_cpu<T: Tape<f32, Cpu>>(
+    x: Tensor<Shape4, f32, Cpu, T>,
+) -> Tensor<(usize, usize), f32, Cpu, T> {
+    let (n, c, h, w) = *x.shape();
+    let hw = h * w;
+    let (x, mut tape) = x.contiguous().split_tape();
+    // dfdx's `mean` multiplies the sum by the reciprocal computed in f64.
+    let inv = (1.0 / c.max(1) as f64) as f32;
+    let mut out = util::zeros(n * hw);
+    {
+        let xv = util::read4(&x);
+        out.par_chunks_mut(hw.max(1))
+            .zip(xv.par_chunks((c * hw).max(1)))
+            .for_each(|(o, xs)| {
+                for plane in xs.chunks(hw) {
+                    for (o, &v) in o.iter_mut().zip(plane) {
+                        *o += v * v;
+                    }
+                }
+                o.iter_mut().for_each(|o| *o *= inv);
+            });
+    }
+    let out = x.device().tensor_from_vec(out, (n, hw));
+    if T::OWNS_TAPE {
+        let out_id = out.clone();
+        tape.add_backward_op(move |grads| {
+            let g = util::take_grad(grads, &out_id)?;
+            let xv = util::read4(&x);
+            let dx = util::grad_mut(grads, &x)?;
+            dx.par_chunks_mut((c * hw).max(1))
+                .zip(xv.par_chunks((c * hw).max(1)))
+                .zip(g.par_chunks(hw.max(1)))
+                .for_each(|((d, xs), gs)| {
+                    for (dp, xp) in d.chunks_mut(hw).zip(xs.chunks(hw)) {
+                        for ((d, &v), &g) in dp.iter_mut().zip(xp).zip(gs) {
+                            *d += g * inv * (2.0 * v);
+                        }
+                    }
+                });
+            util::put_grad(grads, &out_id, g)
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// `att(x)[n, y·w + x] = (1/C) Σ_c x[n, c, y, x]²`: the mean of squares over channels, as a
+/// `[N, H·W]` matrix (`METHODS.md`, notation: the attention map of AT, SAD and SCD). The same
+/// values and gradients as dfdx's `x.square().mean::<_, Axis<1>>()`, reshaped.
+pub fn channel_sq_mean<D: OpsDevice, T: Tape<f32, D>>(
+    x: Tensor<Shape4, f32, D, T>,
+) -> Tensor<(usize, usize), f32, D, T> {
+    D::channel_sq_mean_op(x)
 }

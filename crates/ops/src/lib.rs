@@ -27,7 +27,7 @@ mod util;
 pub use dfdx;
 pub use rayon;
 
-pub use channels::{concat_channels, split_channels};
+pub use channels::{channel_sq_mean, concat_channels, split_channels};
 pub use check::{check_op_case, check_op_case_generic, check_op_case_on};
 pub use conv::{conv2d, Conv2dCfg};
 pub use layers::{BatchNorm2d, Conv2d, Conv2dBiased};
@@ -111,6 +111,9 @@ pub trait OpsDevice: Device<f32> + dfdx::tensor::Synchronize {
         a: Tensor<Shape4, f32, Self, T>,
         b: Tensor<Shape4, f32, Self, T>,
     ) -> Tensor<Shape4, f32, Self, T>;
+    fn channel_sq_mean_op<T: Tape<f32, Self>>(
+        x: Tensor<Shape4, f32, Self, T>,
+    ) -> Tensor<(usize, usize), f32, Self, T>;
 }
 
 /// The CPU: fused multi-threaded kernels on the rayon pool.
@@ -218,6 +221,14 @@ impl OpsDevice for Cpu {
         }
         norm::add_relu_cpu(a, b)
     }
+    fn channel_sq_mean_op<T: Tape<f32, Self>>(
+        x: Tensor<Shape4, f32, Self, T>,
+    ) -> Tensor<(usize, usize), f32, Self, T> {
+        if generic_on_cpu() {
+            return generic::channel_sq_mean(x);
+        }
+        channels::channel_sq_mean_cpu(x)
+    }
 }
 
 /// The GPU: compositions of dfdx ops ([`generic`]).
@@ -291,5 +302,10 @@ impl OpsDevice for Cuda {
         b: Tensor<Shape4, f32, Self, T>,
     ) -> Tensor<Shape4, f32, Self, T> {
         generic::add_relu(a, b)
+    }
+    fn channel_sq_mean_op<T: Tape<f32, Self>>(
+        x: Tensor<Shape4, f32, Self, T>,
+    ) -> Tensor<(usize, usize), f32, Self, T> {
+        generic::channel_sq_mean(x)
     }
 }

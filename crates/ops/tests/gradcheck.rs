@@ -519,6 +519,44 @@ fn residual_block_reading_published_buffers_matches_generic() {
     assert_close("running_mean", &res[0].4, &res[1].4, 1e-5, 1e-6);
 }
 
+/// The mean of squares over channels (the attention map) against dfdx's composition: values
+/// and input gradients, on a published input (the output of a traced op) and on a plain one.
+#[test]
+fn channel_sq_mean_matches_generic() {
+    let dev = Cpu::default();
+    let mut rng = rng(29);
+    for &s in &[(3, 5, 4, 6), (2, 1, 1, 3), (4, 16, 8, 8)] {
+        let x = t4(&dev, uniform(&mut rng, numel(s)), s);
+        let probe = t2(&dev, uniform(&mut rng, s.0 * s.2 * s.3), (s.0, s.2 * s.3));
+        let mut res = Vec::new();
+        for (path, published) in [
+            (Path::Fast, false),
+            (Path::Fast, true),
+            (Path::Generic, false),
+        ] {
+            let xin = if published {
+                // add_relu(x, 0) = relu(x): its output is published for in-place reads.
+                kd_ops::add_relu(x.leaky_trace(), dev.zeros_like(&s).retaped())
+            } else {
+                x.leaky_trace()
+            };
+            let att = match path {
+                Path::Fast => kd_ops::channel_sq_mean(xin),
+                Path::Generic => generic::channel_sq_mean(xin),
+            };
+            assert_eq!(*att.shape(), (s.0, s.2 * s.3));
+            let av = att.as_vec();
+            let g = (att * probe.clone()).sum::<(), _>().backward();
+            res.push((av, g.get(&x).as_vec()));
+        }
+        let relu: Vec<f32> = x.as_vec().iter().map(|v| v.max(0.0)).collect();
+        let relu_att = generic::channel_sq_mean(t4(&dev, relu, s)).as_vec();
+        assert_close("att", &res[0].0, &res[2].0, 1e-6, 1e-6);
+        assert_close("dx", &res[0].1, &res[2].1, 1e-6, 1e-6);
+        assert_close("att of relu(x)", &res[1].0, &relu_att, 1e-6, 1e-6);
+    }
+}
+
 #[test]
 #[should_panic(expected = "not divisible by groups")]
 fn conv2d_rejects_channels_not_divisible_by_groups() {

@@ -170,3 +170,12 @@ pub fn add_relu<D: Device<f32>, T: Tape<f32, D>>(
         .relu()
         .reshape_like(&shape)
 }
+
+/// [`crate::channel_sq_mean`] from dfdx ops: square, mean over channels, reshape.
+pub fn channel_sq_mean<D: Device<f32>, T: Tape<f32, D>>(
+    x: Tensor<Shape4, f32, D, T>,
+) -> Tensor<(usize, usize), f32, D, T> {
+    let (n, _, h, w) = *x.shape();
+    let map: Tensor<(usize, usize, usize), f32, D, T> = x.square().mean::<_, Axis<1>>();
+    map.reshape_like(&(n, h * w))
+}

@@ -23,6 +23,10 @@ pub fn t4(dev: &Cpu, v: Vec<f32>, s: Shape4) -> Tensor<Shape4, f32, Cpu> {
     dev.tensor_from_vec(v, s)
 }
 
+pub fn t2(dev: &Cpu, v: Vec<f32>, s: (usize, usize)) -> Tensor<(usize, usize), f32, Cpu> {
+    dev.tensor_from_vec(v, s)
+}
+
 pub fn t1(dev: &Cpu, v: Vec<f32>) -> Tensor<(usize,), f32, Cpu> {
     let n = v.len();
     dev.tensor_from_vec(v, (n,))
