@@ -145,6 +145,30 @@ struct Tap {
     hi: usize,
 }
 
+impl Tap {
+    /// The contiguous run both directions move: output positions `q0..q1` (of the rows that
+    /// read inside the image, clamped to the plane; the clipped ends are padding columns) and
+    /// the input index `q0 + shift` it starts at. `None` when the run is empty.
+    fn run(&self, ow: usize, hw: usize) -> Option<(usize, usize, usize)> {
+        let q0 = ((self.oy0 * ow) as isize).max(-self.shift) as usize;
+        let q1 = ((self.oy1 * ow) as isize).min(hw as isize - self.shift) as usize;
+        (q1 > q0).then(|| (q0, q1, (q0 as isize + self.shift) as usize))
+    }
+
+    /// Zeroes, in a tap's im2col row, the columns that read padding on the rows `oy0..oy1`.
+    /// Element loops, not `fill`: each run is a value or two, shorter than a `memset` call.
+    fn zero_padding_columns(&self, row: &mut [f32], ow: usize) {
+        for r in row[self.oy0 * ow..self.oy1 * ow].chunks_exact_mut(ow) {
+            for v in &mut r[..self.lo] {
+                *v = 0.0;
+            }
+            for v in &mut r[self.hi..] {
+                *v = 0.0;
+            }
+        }
+    }
+}
+
 /// Calls `f(r, tap)` for every im2col row `r` of a [`ConvGeom::flat_shift`] geometry.
 fn for_each_tap(geo: &ConvGeom, mut f: impl FnMut(usize, Tap)) {
     let (h, w) = (geo.h as isize, geo.w as isize);
@@ -187,22 +211,11 @@ fn im2col_shift(geo: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize, c0: usize
         if oy0 == oy1 {
             return;
         }
-        // Output q reads input q + shift; clamp the run to the plane (the clipped ends are
-        // padding columns, zeroed below).
-        let q0 = ((oy0 * ow) as isize).max(-t.shift) as usize;
-        let q1 = ((oy1 * ow) as isize).min(hw as isize - t.shift) as usize;
-        if q1 > q0 {
-            let a = (q0 as isize + t.shift) as usize;
+        // Output q reads input q + shift.
+        if let Some((q0, q1, a)) = t.run(ow, hw) {
             dst[q0..q1].copy_from_slice(&plane[a..a + (q1 - q0)]);
         }
-        for row in dst[oy0 * ow..oy1 * ow].chunks_exact_mut(ow) {
-            for v in &mut row[..t.lo] {
-                *v = 0.0;
-            }
-            for v in &mut row[t.hi..] {
-                *v = 0.0;
-            }
-        }
+        t.zero_padding_columns(dst, ow);
     });
 }
 
@@ -218,14 +231,8 @@ fn col2im_shift(geo: &ConvGeom, col: &mut [f32], ld: usize, c0: usize, dx: &mut 
         }
         let plane = &mut dx[t.c * hw..(t.c + 1) * hw];
         let src = &mut col[r * ld + c0..r * ld + c0 + geo.pix()];
-        for row in src[t.oy0 * ow..t.oy1 * ow].chunks_exact_mut(ow) {
-            row[..t.lo].fill(0.0);
-            row[t.hi..].fill(0.0);
-        }
-        let q0 = ((t.oy0 * ow) as isize).max(-t.shift) as usize;
-        let q1 = ((t.oy1 * ow) as isize).min(hw as isize - t.shift) as usize;
-        if q1 > q0 {
-            let a = (q0 as isize + t.shift) as usize;
+        t.zero_padding_columns(src, ow);
+        if let Some((q0, q1, a)) = t.run(ow, hw) {
             for (dv, sv) in plane[a..a + (q1 - q0)].iter_mut().zip(&src[q0..q1]) {
                 *dv += sv;
             }
