@@ -113,11 +113,16 @@ fn plane_sums(
 fn grad_sums<const RELU: bool>(x: &[f32], dy: &[f32], p: [f32; 4]) -> (f64, f64) {
     let ((xc, xr), (gc, gr)) = (x.as_chunks::<LANES>(), dy.as_chunks::<LANES>());
     let (mut p1, mut p2) = lanes::masked_grad::<RELU>(xc, gc, p);
-    let [a, b, mu, is] = p;
-    for (l, (&xv, &g)) in xr.iter().zip(gr).enumerate() {
-        let g = if RELU && xv * a + b <= 0.0 { 0.0 } else { g };
-        p1[l] += g;
-        p2[l] += g * (xv - mu) * is;
+    if !xr.is_empty() {
+        // The last values as one more chunk, padded with zero gradients (which add nothing).
+        let (mut xt, mut gt) = ([0.0f32; LANES], [0.0f32; LANES]);
+        xt[..xr.len()].copy_from_slice(xr);
+        gt[..gr.len()].copy_from_slice(gr);
+        let (t1, t2) = lanes::masked_grad::<RELU>(&[xt], &[gt], p);
+        for l in 0..LANES {
+            p1[l] += t1[l];
+            p2[l] += t2[l];
+        }
     }
     (
         p1.iter().map(|&v| v as f64).sum::<f64>(),
@@ -151,22 +156,17 @@ fn affine_forward(
     shift: &[f32],
     relu: bool,
 ) -> Vec<f32> {
-    let mut out = util::zeros(x.len());
-    out.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
-        .enumerate()
-        .with_min_len(4)
-        .for_each(|(q, (o, xp))| {
-            let (a, b) = (scale[q % c], shift[q % c]);
+    util::map_chunks(x, hw, |q| {
+        let (a, b) = (scale[q % c], shift[q % c]);
+        move |v: f32| {
+            let y = v * a + b;
             if relu {
-                o.iter_mut()
-                    .zip(xp)
-                    .for_each(|(o, &v)| *o = (v * a + b).max(0.0));
+                y.max(0.0)
             } else {
-                o.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * a + b);
+                y
             }
-        });
-    out
+        }
+    })
 }
 
 /// Saved state of a BN forward pass, used by its backward.

@@ -93,15 +93,22 @@ pub(crate) fn read4<T>(t: &Tensor<Shape4, f32, Cpu, T>) -> Input {
 const FILL_CHUNK: usize = 1 << 15;
 
 /// A `Vec` of `n` values, each written once by `fill(chunk index, chunk)` on the rayon pool
-/// (chunks of [`FILL_CHUNK`]), without zeroing the memory first.
+/// (chunks of `chunk` values, at least [`FILL_CHUNK`] values per task), without zeroing the
+/// memory first.
 ///
 /// # Safety
 /// `fill` must write every element of every chunk it is given.
-unsafe fn filled(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+unsafe fn filled(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let chunk = chunk.max(1);
     let mut v: Vec<f32> = Vec::with_capacity(n);
     v.spare_capacity_mut()[..n]
-        .par_chunks_mut(FILL_CHUNK)
+        .par_chunks_mut(chunk)
         .enumerate()
+        .with_min_len(FILL_CHUNK.div_ceil(chunk))
         .for_each(|(i, c)| fill(i, c));
     // SAFETY: the first `n` elements were written above (the caller's contract).
     unsafe { v.set_len(n) };
@@ -114,10 +121,30 @@ pub(crate) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) 
     // SAFETY: chunk `i` is `a[i·FILL_CHUNK..]` for its whole length (`a` and `b` are `n` long),
     // so the zip writes all of it.
     unsafe {
-        filled(a.len(), |i, c| {
+        filled(a.len(), FILL_CHUNK, |i, c| {
             let (a, b) = (&a[i * FILL_CHUNK..], &b[i * FILL_CHUNK..]);
             for ((d, &x), &y) in c.iter_mut().zip(a).zip(b) {
                 d.write(f(x, y));
+            }
+        })
+    }
+}
+
+/// `x` mapped chunk by chunk on the rayon pool into a new `Vec`: chunk `q` (`x[q·chunk..]`, a
+/// channel plane, say) goes through `per_chunk(q)`.
+pub(crate) fn map_chunks<G, H>(x: &[f32], chunk: usize, per_chunk: G) -> Vec<f32>
+where
+    G: Fn(usize) -> H + Sync,
+    H: Fn(f32) -> f32,
+{
+    let chunk = chunk.max(1);
+    // SAFETY: chunk `q` is `x[q·chunk..]` for its whole length (`x` is `n` long), so the zip
+    // writes all of it.
+    unsafe {
+        filled(x.len(), chunk, |q, c| {
+            let f = per_chunk(q);
+            for (d, &v) in c.iter_mut().zip(&x[q * chunk..]) {
+                d.write(f(v));
             }
         })
     }
@@ -127,7 +154,7 @@ pub(crate) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) 
 /// cannot hand out fresh zero pages once `keep_large_allocations` keeps blocks on the heap).
 pub(crate) fn zeros(n: usize) -> Vec<f32> {
     // SAFETY: `fill` writes the whole chunk.
-    unsafe { filled(n, |_, c| c.fill(MaybeUninit::new(0.0))) }
+    unsafe { filled(n, FILL_CHUNK, |_, c| c.fill(MaybeUninit::new(0.0))) }
 }
 
 /// Copies a CPU tensor's logical contents (row-major) into a new `Vec` (to become an output).
