@@ -6,6 +6,7 @@
 //! 1×1 stride-1 unpadded convolution reads the input directly), and the backward pass computes
 //! `dW += dY · colᵀ` and `dX += col2im(Wᵀ · dY)`.
 
+use crate::direct;
 use crate::im2col::{col2im, im2col};
 use crate::shared;
 use crate::util::{self, Mat};
@@ -185,9 +186,21 @@ fn samples_per_gemm(geo: &ConvGeom, chunk: usize) -> usize {
     (TARGET_COLS / geo.pix().max(1)).clamp(1, chunk.max(1))
 }
 
-/// Forward pass on row-major buffers: `out` is `[n, co, oh, ow]`, overwritten. The batch is
-/// split into one contiguous run per rayon thread; each runs its `gemm`s single-threaded.
-pub(crate) fn forward_cpu(
+/// Forward pass on row-major buffers, giving `[n, co, oh, ow]`. "Same" 3×3 convolutions run
+/// [`direct`]'s kernels, every other geometry [`forward_im2col`].
+pub(crate) fn forward_cpu(geo: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    if direct::applies(geo) {
+        direct::forward(direct::Isa::best(), geo, x, w, bias)
+    } else {
+        let mut out = util::zeros(geo.n * geo.co * geo.pix());
+        forward_im2col(geo, x, w, bias, &mut out);
+        out
+    }
+}
+
+/// [`forward_cpu`] through im2col and `gemm`. The batch is split into one contiguous run per
+/// rayon thread; each runs its `gemm`s single-threaded.
+pub(crate) fn forward_im2col(
     geo: &ConvGeom,
     x: &[f32],
     w: &[f32],
@@ -273,6 +286,22 @@ pub(crate) fn forward_cpu(
 /// Backward pass on row-major buffers: adds `∂/∂x` into `dx` and returns `(∂/∂w, ∂/∂bias)`
 /// (`∂/∂bias` is left at zero unless `with_bias`: it costs a pass over `dout`).
 pub(crate) fn backward_cpu(
+    geo: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    dout: &[f32],
+    dx: &mut [f32],
+    with_bias: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    if direct::applies(geo) {
+        direct::backward(direct::Isa::best(), geo, x, w, dout, dx, with_bias)
+    } else {
+        backward_im2col(geo, x, w, dout, dx, with_bias)
+    }
+}
+
+/// [`backward_cpu`] through im2col and `gemm`.
+pub(crate) fn backward_im2col(
     geo: &ConvGeom,
     x: &[f32],
     w: &[f32],
@@ -435,8 +464,7 @@ pub(crate) fn conv2d_cpu<T: Tape<f32, Cpu>>(
     let xv = util::read4(&x);
     let wv = util::read(weight);
     let bv = bias.map(util::read);
-    let mut out = util::zeros(geo.n * geo.co * geo.pix());
-    forward_cpu(&geo, &xv, &wv, bv.as_deref(), &mut out);
+    let out = forward_cpu(&geo, &xv, &wv, bv.as_deref());
     drop(xv);
     let (out, published) = shared::publish(x.device(), out, geo.out_shape(), T::OWNS_TAPE);
     if T::OWNS_TAPE {

@@ -12,6 +12,7 @@ pub mod cases;
 pub mod channels;
 mod check;
 pub mod conv;
+mod direct;
 pub mod generic;
 mod im2col;
 mod lanes;

@@ -98,7 +98,7 @@ const FILL_CHUNK: usize = 1 << 15;
 ///
 /// # Safety
 /// `fill` must write every element of every chunk it is given.
-unsafe fn filled(
+pub(crate) unsafe fn filled(
     n: usize,
     chunk: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
