@@ -59,10 +59,13 @@ impl Isa {
 
 /// Output channels per packed weight block.
 const MR: usize = 8;
+/// Input channels per pass over the output: their packed weights (`KC·9·MR` values, 18 KiB)
+/// stay in the L1 cache while the tiles sweep the stack.
+const KC: usize = 64;
 /// Output positions per microkernel tile (three AVX-512 vectors, six AVX2 ones).
 const TILE: usize = 48;
 /// Output positions a stack aims for: enough to amortise each `∂/∂w` block's final sums.
-const TARGET_Q: usize = 1024;
+const TARGET_Q: usize = 4096;
 /// Narrower images are left to im2col: their frame wastes too many positions.
 const MIN_WIDTH: usize = 8;
 /// Wider layers are left to im2col, whose `gemm` blocks its operands for the caches: at 256
@@ -399,7 +402,7 @@ mod portable {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Frame, MR};
+    use super::{Frame, KC, MR};
     use std::arch::x86_64::*;
 
     /// AVX-512 tile: 8 output rows × 48 positions in 24 accumulators; per input channel and
@@ -417,38 +420,47 @@ mod x86 {
         ld: usize,
     ) {
         let op = o.as_mut_ptr();
-        let mut q = 0;
-        while q < fr.qpad {
-            let mut acc = [[_mm512_setzero_ps(); 3]; MR];
-            for c in 0..cin {
-                let xc = xf.add(c * fr.len + q);
-                let wc = wp.add(c * 9 * MR);
-                // The nine taps written out: a loop of nine mispredicts its exit.
-                macro_rules! tap {
-                    ($($t:literal)*) => {$(
-                        let a = xc.add(sh[$t]);
-                        let v = [
-                            _mm512_loadu_ps(a),
-                            _mm512_loadu_ps(a.add(16)),
-                            _mm512_loadu_ps(a.add(32)),
-                        ];
-                        let wt = wc.add($t * MR);
-                        for (r, ar) in acc.iter_mut().enumerate() {
-                            let b = _mm512_set1_ps(*wt.add(r));
-                            for (k, a) in ar.iter_mut().enumerate() {
-                                *a = _mm512_fmadd_ps(v[k], b, *a);
-                            }
+        for c0 in (0..cin).step_by(KC) {
+            let mut q = 0;
+            while q < fr.qpad {
+                let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+                if c0 > 0 {
+                    for (r, ar) in acc.iter_mut().enumerate().take(rows) {
+                        for (k, a) in ar.iter_mut().enumerate() {
+                            *a = _mm512_loadu_ps(op.add(r * ld + q + 16 * k));
                         }
-                    )*};
+                    }
                 }
-                tap!(0 1 2 3 4 5 6 7 8);
-            }
-            for (r, ar) in acc.iter().enumerate().take(rows) {
-                for (k, a) in ar.iter().enumerate() {
-                    _mm512_storeu_ps(op.add(r * ld + q + 16 * k), *a);
+                for c in c0..(c0 + KC).min(cin) {
+                    let xc = xf.add(c * fr.len + q);
+                    let wc = wp.add(c * 9 * MR);
+                    // The nine taps written out: a loop of nine mispredicts its exit.
+                    macro_rules! tap {
+                        ($($t:literal)*) => {$(
+                            let a = xc.add(sh[$t]);
+                            let v = [
+                                _mm512_loadu_ps(a),
+                                _mm512_loadu_ps(a.add(16)),
+                                _mm512_loadu_ps(a.add(32)),
+                            ];
+                            let wt = wc.add($t * MR);
+                            for (r, ar) in acc.iter_mut().enumerate() {
+                                let b = _mm512_set1_ps(*wt.add(r));
+                                for (k, a) in ar.iter_mut().enumerate() {
+                                    *a = _mm512_fmadd_ps(v[k], b, *a);
+                                }
+                            }
+                        )*};
+                    }
+                    tap!(0 1 2 3 4 5 6 7 8);
                 }
+                for (r, ar) in acc.iter().enumerate().take(rows) {
+                    for (k, a) in ar.iter().enumerate() {
+                        _mm512_storeu_ps(op.add(r * ld + q + 16 * k), *a);
+                    }
+                }
+                q += 48;
             }
-            q += 48;
         }
     }
 
@@ -467,37 +479,46 @@ mod x86 {
         ld: usize,
     ) {
         let op = o.as_mut_ptr();
-        let mut q = 0;
-        while q < fr.qpad {
-            let mut acc = [[_mm256_setzero_ps(); 3]; 4];
-            for c in 0..cin {
-                let xc = xf.add(c * fr.len + q);
-                let wc = wp.add(c * 9 * MR);
-                macro_rules! tap {
-                    ($($t:literal)*) => {$(
-                        let a = xc.add(sh[$t]);
-                        let v = [
-                            _mm256_loadu_ps(a),
-                            _mm256_loadu_ps(a.add(8)),
-                            _mm256_loadu_ps(a.add(16)),
-                        ];
-                        let wt = wc.add($t * MR);
-                        for (r, ar) in acc.iter_mut().enumerate() {
-                            let b = _mm256_broadcast_ss(&*wt.add(r));
-                            for (k, a) in ar.iter_mut().enumerate() {
-                                *a = _mm256_fmadd_ps(v[k], b, *a);
-                            }
+        for c0 in (0..cin).step_by(KC) {
+            let mut q = 0;
+            while q < fr.qpad {
+                let mut acc = [[_mm256_setzero_ps(); 3]; 4];
+                if c0 > 0 {
+                    for (r, ar) in acc.iter_mut().enumerate().take(rows) {
+                        for (k, a) in ar.iter_mut().enumerate() {
+                            *a = _mm256_loadu_ps(op.add(r * ld + q + 8 * k));
                         }
-                    )*};
+                    }
                 }
-                tap!(0 1 2 3 4 5 6 7 8);
-            }
-            for (r, ar) in acc.iter().enumerate().take(rows) {
-                for (k, a) in ar.iter().enumerate() {
-                    _mm256_storeu_ps(op.add(r * ld + q + 8 * k), *a);
+                for c in c0..(c0 + KC).min(cin) {
+                    let xc = xf.add(c * fr.len + q);
+                    let wc = wp.add(c * 9 * MR);
+                    macro_rules! tap {
+                        ($($t:literal)*) => {$(
+                            let a = xc.add(sh[$t]);
+                            let v = [
+                                _mm256_loadu_ps(a),
+                                _mm256_loadu_ps(a.add(8)),
+                                _mm256_loadu_ps(a.add(16)),
+                            ];
+                            let wt = wc.add($t * MR);
+                            for (r, ar) in acc.iter_mut().enumerate() {
+                                let b = _mm256_broadcast_ss(&*wt.add(r));
+                                for (k, a) in ar.iter_mut().enumerate() {
+                                    *a = _mm256_fmadd_ps(v[k], b, *a);
+                                }
+                            }
+                        )*};
+                    }
+                    tap!(0 1 2 3 4 5 6 7 8);
                 }
+                for (r, ar) in acc.iter().enumerate().take(rows) {
+                    for (k, a) in ar.iter().enumerate() {
+                        _mm256_storeu_ps(op.add(r * ld + q + 8 * k), *a);
+                    }
+                }
+                q += 24;
             }
-            q += 24;
         }
     }
 
@@ -690,7 +711,8 @@ mod tests {
 
     /// Every kernel this CPU runs agrees with the im2col convolution, forward and backward:
     /// channel counts off the block sizes (1, 3, 5, 17 rows), one to several images per stack
-    /// and a partial last stack, non-square images, bias.
+    /// and a partial last stack, non-square images, more channels than one pass takes ([`KC`]),
+    /// bias.
     #[test]
     fn direct_matches_im2col() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
@@ -700,6 +722,7 @@ mod tests {
             (2, 17, 8, 10, 3, false),
             (70, 4, 8, 8, 17, false),
             (2, 2, 33, 32, 9, true),
+            (2, 70, 8, 9, 66, true),
         ] {
             let geo = ConvGeom::new((n, c, h, w), (co, c, 3, 3), Conv2dCfg::new(1, 1));
             assert!(applies(&geo));
