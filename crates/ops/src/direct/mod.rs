@@ -1,0 +1,525 @@
+//! Direct 3×3 convolution (padding 1, no dilation, one group; stride 1, or stride 2 on even
+//! sizes: every 3×3 layer of the ResNets) without an im2col matrix.
+//!
+//! The input is copied once into a *framed* layout: per plane, the images of a stack one under
+//! the other with row stride `s = w + 1`, each row followed by one zero (the right padding of
+//! this row and the left padding of the next) and each image followed by one zero row (the
+//! bottom padding of this image and the top padding of the next). Output pixel `(j, y, x)` sits
+//! at `q = (j·(h+1) + y)·s + x` and reads tap `(ki, kj)` at `q + ki·s + kj` of the frame: every
+//! tap is a plain shift, so one microkernel over `q` runs all taps from registers, and the
+//! stack's extra positions (`x = w`, the separator rows) are computed and dropped.
+//!
+//! - forward: `y[o, q] = Σ_{c,t} w[o, c, t] · x̂[c, q + offₜ]`;
+//! - `∂/∂x[c, q] = Σ_{o,t} w[o, c, t] · ∂ŷ[o, q + off′ₜ]`, the same kernel over the frame of
+//!   `∂/∂y` with mirrored offsets;
+//! - `∂/∂w[o, c, t] = Σ_q ∂ŷ[o, s + 1 + q] · x̂[c, q + offₜ]` (`∂ŷ` shifted by `s + 1` is `∂/∂y`
+//!   at output positions, zero at the dropped ones).
+//!
+//! A stride-2 convolution frames the four phases `x[2i + a, 2j + b]` of its input, each as large
+//! as the output: each tap then reads one phase at a shift of 0 or 1 row and column, and
+//! `∂/∂x` of phase `(a, b)` is a stride-1 pass over `∂ŷ` with the 1, 2 or 4 taps that read it.
+//!
+//! The kernels use AVX-512 or AVX2 + FMA when the CPU has them (checked at run time) and plain
+//! loops otherwise; all three compute the same sums.
+
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::conv::ConvGeom;
+use crate::util;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Instruction sets the kernels are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    /// The widest this CPU runs.
+    pub(crate) fn best() -> Isa {
+        *Self::available()
+            .last()
+            .expect("the portable kernels always run")
+    }
+    /// Every set this CPU runs, narrowest first.
+    pub(crate) fn available() -> Vec<Isa> {
+        #[allow(unused_mut)]
+        let mut v = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+}
+
+/// Output channels per packed weight block.
+const MR: usize = 8;
+/// Input channels per pass over the output: their packed weights (`KC·9·MR` values, 18 KiB)
+/// stay in the L1 cache while the tiles sweep the stack.
+const KC: usize = 64;
+/// Output positions per microkernel tile (three AVX-512 vectors, six AVX2 ones).
+const TILE: usize = 48;
+/// Output positions a stack aims for: enough to amortise each `∂/∂w` block's final sums.
+const TARGET_Q: usize = 1024;
+/// Narrower outputs are left to im2col: their frame wastes too many positions.
+const MIN_WIDTH: usize = 8;
+/// Wider layers are left to im2col, whose `gemm` blocks its operands for the caches: at 256
+/// channels (ResNet-18's third stage) these kernels took 1.05× its time, at 128 channels
+/// 1.00×, at 64 channels 0.83× (forward and backward, one thread, batch 16, AVX-512).
+const MAX_CHANNELS: usize = 128;
+
+/// True for the geometries this module runs.
+pub(crate) fn applies(geo: &ConvGeom) -> bool {
+    let strided = match geo.s {
+        1 => true,
+        2 => geo.h.is_multiple_of(2) && geo.w.is_multiple_of(2),
+        _ => false,
+    };
+    strided
+        && (geo.kh, geo.kw, geo.p, geo.d, geo.g) == (3, 3, 1, 1, 1)
+        && geo.ow >= MIN_WIDTH
+        && geo.c.max(geo.co) <= MAX_CHANNELS
+}
+
+/// The frame of a stack of `nb` images of `h × w`.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    h: usize,
+    w: usize,
+    nb: usize,
+    /// Row stride, `w + 1`.
+    s: usize,
+    /// Output positions computed, a multiple of [`TILE`].
+    qpad: usize,
+    /// Values per framed plane.
+    len: usize,
+}
+
+impl Frame {
+    fn new(h: usize, w: usize, nb: usize) -> Self {
+        let s = w + 1;
+        let qpad = (nb * (h + 1) * s).div_ceil(TILE) * TILE;
+        Self {
+            h,
+            w,
+            nb,
+            s,
+            qpad,
+            // The last tile's reads end below `qpad + 2s + 2`; `∂ŷ` is read from `s + 1`.
+            len: qpad + 2 * s + 2,
+        }
+    }
+    /// Images per stack for images of `h × w`.
+    fn stack(h: usize, w: usize) -> usize {
+        TARGET_Q.div_ceil((h + 1) * (w + 1)).max(1)
+    }
+    /// Writes `planes` framed planes into `dst` (`[planes][len]`): zeros at the padding, and
+    /// `row(plane, j, y, values)` writes the `w` values of row `y` of image `j`.
+    fn fill_with(
+        &self,
+        dst: &mut [f32],
+        planes: usize,
+        mut row: impl FnMut(usize, usize, usize, &mut [f32]),
+    ) {
+        let (h, w, s) = (self.h, self.w, self.s);
+        for (pl, d) in dst.chunks_exact_mut(self.len).take(planes).enumerate() {
+            d[..1 + s].fill(0.0);
+            for j in 0..self.nb {
+                let top = 1 + (1 + j * (h + 1)) * s;
+                for y in 0..h {
+                    let at = top + y * s;
+                    row(pl, j, y, &mut d[at..at + w]);
+                    d[at + w] = 0.0;
+                }
+                let sep = top + h * s;
+                let end = if j + 1 == self.nb { self.len } else { sep + s };
+                d[sep..end].fill(0.0);
+            }
+        }
+    }
+    /// Frames `c` channels of `nb` NCHW images of the frame's size.
+    fn fill(&self, src: &[f32], c: usize, dst: &mut [f32]) {
+        let (w, hw) = (self.w, self.h * self.w);
+        self.fill_with(dst, c, |ch, j, y, out| {
+            out.copy_from_slice(&src[(j * c + ch) * hw + y * w..][..w])
+        });
+    }
+    /// Calls `row(ch, j, y, values)` for every output row of the stack: `values` are the `w`
+    /// values of row `y` of image `j`, channel `ch`, in `o` (`[c][ld]`, frame coordinates).
+    fn unframe(
+        &self,
+        o: &[f32],
+        ld: usize,
+        c: usize,
+        mut row: impl FnMut(usize, usize, usize, &[f32]),
+    ) {
+        let (h, w, s) = (self.h, self.w, self.s);
+        for j in 0..self.nb {
+            for ch in 0..c {
+                let base = ch * ld + j * (h + 1) * s;
+                for y in 0..h {
+                    row(ch, j, y, &o[base + y * s..][..w]);
+                }
+            }
+        }
+    }
+}
+
+/// One pass of `∂/∂x`: the input phase `(a, b)` it writes, and its taps as (tap, offset in the
+/// frame of `∂/∂y`).
+type DxPass = ((usize, usize), Vec<(usize, usize)>);
+
+/// One convolution laid out on frames: the output's frame (for stride 2 also each input
+/// phase's), and the frame offsets of its taps.
+struct Plan {
+    geo: ConvGeom,
+    /// Frame of a full stack.
+    full: Frame,
+    /// Images per stack.
+    nb: usize,
+}
+
+impl Plan {
+    fn new(geo: &ConvGeom, per: usize) -> Self {
+        let nb = Frame::stack(geo.oh, geo.ow).min(per);
+        Self {
+            geo: *geo,
+            full: Frame::new(geo.oh, geo.ow, nb),
+            nb,
+        }
+    }
+    /// Frame of a stack of `m` images.
+    fn frame(&self, m: usize) -> Frame {
+        Frame::new(self.geo.oh, self.geo.ow, m)
+    }
+    /// Framed planes per input channel (the phases of a stride-2 input).
+    fn planes(&self) -> usize {
+        self.geo.s * self.geo.s
+    }
+    /// Offsets of the nine taps in the input's frame, relative to the output position and to
+    /// the channel's first plane. Stride 2: kernel row `k` reads phase `(k + 1) mod 2` at row
+    /// shift 0 (`k = 0`, the row above) or 1.
+    fn taps(&self, fr: &Frame) -> [usize; 9] {
+        std::array::from_fn(|t| {
+            let (ki, kj) = (t / 3, t % 3);
+            if self.geo.s == 1 {
+                ki * fr.s + kj
+            } else {
+                let phase = |k: usize| ((k + 1) % 2, usize::from(k > 0));
+                let ((pa, ri), (pb, rj)) = (phase(ki), phase(kj));
+                (2 * pa + pb) * fr.len + ri * fr.s + rj
+            }
+        })
+    }
+    /// The passes of `∂/∂x`: for each input plane `(a, b)` its taps `t` and their offsets in the
+    /// frame of `∂/∂y`. Stride 1: all nine taps, mirrored.
+    /// The offsets depend on the row stride only, the same for every stack.
+    fn dx_passes(&self, fr: &Frame) -> Vec<DxPass> {
+        if self.geo.s == 1 {
+            let taps = (0..9)
+                .map(|t| (t, (2 - t / 3) * fr.s + 2 - t % 3))
+                .collect();
+            return vec![((0, 0), taps)];
+        }
+        let reads = |k: usize| (k + 1) % 2;
+        let back = |k: usize| if k == 0 { 2 } else { 1 };
+        let mut v = Vec::new();
+        for a in 0..2 {
+            for b in 0..2 {
+                let taps = (0..9)
+                    .filter(|t| reads(t / 3) == a && reads(t % 3) == b)
+                    .map(|t| (t, back(t / 3) * fr.s + back(t % 3)))
+                    .collect();
+                v.push(((a, b), taps));
+            }
+        }
+        v
+    }
+    /// Frames `m` NCHW input images (`c` channels) as `[c][planes][len]`.
+    fn fill_input(&self, fr: &Frame, src: &[f32], dst: &mut [f32]) {
+        let (c, h, w) = (self.geo.c, self.geo.h, self.geo.w);
+        if self.geo.s == 1 {
+            return fr.fill(src, c, dst);
+        }
+        fr.fill_with(dst, 4 * c, |pl, j, y, out| {
+            let (ch, a, b) = (pl / 4, pl % 4 / 2, pl % 2);
+            let row = &src[((j * c + ch) * h + 2 * y + a) * w..][..w];
+            for (o, v) in out.iter_mut().zip(row.iter().skip(b).step_by(2)) {
+                *o = *v;
+            }
+        });
+    }
+}
+
+/// Packs `w` (`[co][ci][9]`) for a pass over `taps`: `[rows/MR][inputs][taps][MR]`, zero rows
+/// past the end. The forward pass has rows = output channels, inputs = input channels;
+/// `∂/∂x` (`transpose`) the other way round.
+fn pack(w: &[f32], co: usize, ci: usize, transpose: bool, taps: &[usize]) -> Vec<f32> {
+    let (rows, ins, nt) = if transpose {
+        (ci, co, taps.len())
+    } else {
+        (co, ci, taps.len())
+    };
+    let mut p = vec![0.0f32; rows.div_ceil(MR) * MR * ins * nt];
+    for r in 0..rows {
+        for i in 0..ins {
+            for (k, &t) in taps.iter().enumerate() {
+                let (o, c) = if transpose { (i, r) } else { (r, i) };
+                p[(((r / MR) * ins + i) * nt + k) * MR + r % MR] = w[(o * ci + c) * 9 + t];
+            }
+        }
+    }
+    p
+}
+
+/// `o[r][q] = Σ_{c, k} wp[c][k][r] · x̂[c·cs + q + offs[k]]` for the rows `r < rows` of one
+/// packed block and every `q < qpad`; `o` has row stride `ld`.
+#[allow(clippy::too_many_arguments)]
+fn conv_block(
+    isa: Isa,
+    fr: &Frame,
+    (xf, cs, cin): (&[f32], usize, usize),
+    offs: &[usize],
+    wp: &[f32],
+    rows: usize,
+    o: &mut [f32],
+    ld: usize,
+) {
+    let nt = offs.len();
+    let reach = offs.iter().max().copied().unwrap_or(0) + fr.qpad;
+    assert!(cin > 0 && xf.len() >= (cin - 1) * cs + reach && wp.len() >= cin * nt * MR);
+    assert!(rows > 0 && rows <= MR && o.len() >= (rows - 1) * ld + fr.qpad && ld >= fr.qpad);
+    let src = (xf, cs, cin);
+    match isa {
+        Isa::Portable => portable::conv_block(fr.qpad, src, offs, wp, rows, o, ld),
+        #[cfg(target_arch = "x86_64")]
+        _ => {
+            // SAFETY: the CPU has the features (`Isa::available`); the asserts bound every access.
+            unsafe { x86::conv_block(isa == Isa::Avx512, fr.qpad, src, offs, wp, rows, o, ld) }
+        }
+    }
+}
+
+/// `dw[o][c][t] += Σ_q ∂ŷ[o][s + 1 + q] · x̂[c·cs + q + offs[t]]` for every output row `o` of
+/// `dyf` (`[co][len]`) and input channel `c`; `dw` is `[co][cin][9]`.
+fn weight_grad(
+    isa: Isa,
+    fr: &Frame,
+    (xf, cs, cin): (&[f32], usize, usize),
+    offs: &[usize; 9],
+    dyf: &[f32],
+    co: usize,
+    dw: &mut [f32],
+) {
+    let reach = offs.iter().max().copied().unwrap_or(0) + fr.qpad;
+    assert!(cin > 0 && xf.len() >= (cin - 1) * cs + reach);
+    assert!(dyf.len() >= co * fr.len && dw.len() >= co * cin * 9);
+    let src = (xf, cs, cin);
+    match isa {
+        Isa::Portable => portable::weight_grad(fr, src, offs, dyf, co, dw),
+        // SAFETY: as in `conv_block`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::weight_grad_avx512(fr, src, offs, dyf, co, dw) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::weight_grad_avx2(fr, src, offs, dyf, co, dw) },
+    }
+}
+
+/// Forward pass on row-major buffers, as [`crate::conv`]'s: `[n, co, oh, ow]`.
+pub(crate) fn forward(
+    isa: Isa,
+    geo: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let (c, co, chw, ohw) = (geo.c, geo.co, geo.c * geo.h * geo.w, geo.pix());
+    let per = util::per_thread(geo.n);
+    let plan = Plan::new(geo, per);
+    let wp = pack(w, co, c, false, &(0..9).collect::<Vec<_>>());
+    let body = |i: usize, outs: &mut [MaybeUninit<f32>]| {
+        let xs = &x[i * per * chw..][..outs.len() / (co * ohw) * chw];
+        let mut xf = util::scratch(0, c * plan.planes() * plan.full.len);
+        let mut of = util::scratch(1, co * plan.full.qpad);
+        let ld = plan.full.qpad;
+        for (ob, xb) in outs
+            .chunks_mut(plan.nb * co * ohw)
+            .zip(xs.chunks(plan.nb * chw))
+        {
+            // A partial last stack has a shorter frame: its planes lie closer together.
+            let fr = plan.frame(xb.len() / chw);
+            let (cs, offs) = (plan.planes() * fr.len, plan.taps(&fr));
+            plan.fill_input(&fr, xb, &mut xf);
+            for (b, ofb) in of.chunks_mut(MR * ld).take(co.div_ceil(MR)).enumerate() {
+                let rows = (co - b * MR).min(MR);
+                let wb = &wp[b * c * 9 * MR..];
+                conv_block(isa, &fr, (&xf, cs, c), &offs, wb, rows, ofb, ld);
+            }
+            fr.unframe(&of, ld, co, |ch, j, y, src| {
+                let bv = bias.map_or(0.0, |b| b[ch]);
+                let at = (j * co + ch) * ohw + y * geo.ow;
+                for (d, &v) in ob[at..at + src.len()].iter_mut().zip(src) {
+                    d.write(v + bv);
+                }
+            });
+        }
+        util::give_scratch(0, xf);
+        util::give_scratch(1, of);
+    };
+    // SAFETY: `unframe` visits every row of every channel of every image of the chunk.
+    unsafe { util::filled(geo.n * co * ohw, per * co * ohw, body) }
+}
+
+/// Backward pass on row-major buffers, as [`crate::conv`]'s: adds `∂/∂x` into `dx` and returns
+/// `(∂/∂w, ∂/∂bias)`.
+pub(crate) fn backward(
+    isa: Isa,
+    geo: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    dout: &[f32],
+    dx: &mut [f32],
+    with_bias: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let (c, co, chw, ohw) = (geo.c, geo.co, geo.c * geo.h * geo.w, geo.pix());
+    let per = util::per_thread(geo.n);
+    let plan = Plan::new(geo, per);
+    let passes: Vec<_> = plan
+        .dx_passes(&plan.full)
+        .into_iter()
+        .map(|(ab, taps)| {
+            let (ts, offs): (Vec<usize>, Vec<usize>) = taps.into_iter().unzip();
+            (ab, offs, pack(w, co, c, true, &ts))
+        })
+        .collect();
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(per * chw)
+        .zip(x.par_chunks(per * chw))
+        .zip(dout.par_chunks(per * co * ohw))
+        .map(|((dxs, xs), douts)| {
+            let mut dw = vec![0.0f32; co * c * 9];
+            let mut db = vec![0.0f32; co];
+            let ld = plan.full.qpad;
+            let mut xf = util::scratch(0, c * plan.planes() * plan.full.len);
+            let mut dyf = util::scratch(1, co * plan.full.len);
+            let mut dxf = util::scratch(2, c * ld);
+            for ((dxb, xb), dob) in dxs
+                .chunks_mut(plan.nb * chw)
+                .zip(xs.chunks(plan.nb * chw))
+                .zip(douts.chunks(plan.nb * co * ohw))
+            {
+                if with_bias {
+                    for (i, dc) in dob.chunks(ohw).enumerate() {
+                        db[i % co] += dc.iter().sum::<f32>();
+                    }
+                }
+                let fr = plan.frame(xb.len() / chw);
+                let cs = plan.planes() * fr.len;
+                plan.fill_input(&fr, xb, &mut xf);
+                fr.fill(dob, co, &mut dyf);
+                weight_grad(isa, &fr, (&xf, cs, c), &plan.taps(&fr), &dyf, co, &mut dw);
+                for ((a, b), offs, wt) in &passes {
+                    let nt = offs.len();
+                    for (blk, dxfb) in dxf.chunks_mut(MR * ld).take(c.div_ceil(MR)).enumerate() {
+                        let rows = (c - blk * MR).min(MR);
+                        let wb = &wt[blk * co * nt * MR..];
+                        conv_block(isa, &fr, (&dyf, fr.len, co), offs, wb, rows, dxfb, ld);
+                    }
+                    let (s, h, w) = (geo.s, geo.h, geo.w);
+                    fr.unframe(&dxf, ld, c, |ch, j, y, src| {
+                        let at = (j * c + ch) * h * w + (s * y + a) * w + b;
+                        for (k, v) in src.iter().enumerate() {
+                            dxb[at + s * k] += v;
+                        }
+                    });
+                }
+            }
+            util::give_scratch(0, xf);
+            util::give_scratch(1, dyf);
+            util::give_scratch(2, dxf);
+            (dw, db)
+        })
+        .collect();
+    let mut iter = partials.into_iter();
+    let (mut dw, mut db) = iter
+        .next()
+        .unwrap_or_else(|| (vec![0.0; co * c * 9], vec![0.0; co]));
+    for (pw, pb) in iter {
+        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
+    }
+    (dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::{backward_im2col, forward_im2col, Conv2dCfg};
+    use rand::{Rng, SeedableRng};
+
+    fn close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+
+    /// Every kernel this CPU runs agrees with the im2col convolution, forward and backward:
+    /// channel counts off the block sizes (1, 3, 5, 17 rows), one to several images per stack
+    /// and a partial last stack, non-square images, more channels than one pass takes ([`KC`]),
+    /// bias, and stride 2 (each input phase and its `∂/∂x` pass).
+    #[test]
+    fn direct_matches_im2col() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for &(n, c, h, w, co, stride, bias) in &[
+            (1, 1, 8, 8, 1, 1, false),
+            (3, 3, 9, 12, 5, 1, true),
+            (2, 17, 8, 10, 3, 1, false),
+            (70, 4, 8, 8, 17, 1, false),
+            (2, 2, 33, 32, 9, 1, true),
+            (2, 70, 8, 9, 66, 1, true),
+            (2, 3, 16, 18, 5, 2, true),
+            (30, 2, 16, 16, 9, 2, false),
+            (2, 70, 18, 16, 66, 2, false),
+        ] {
+            let geo = ConvGeom::new((n, c, h, w), (co, c, 3, 3), Conv2dCfg::new(stride, 1));
+            assert!(applies(&geo), "{geo:?}");
+            let mut u =
+                |k: usize| -> Vec<f32> { (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+            let out_len = n * co * geo.pix();
+            let (x, wt, b, dy) = (u(n * c * h * w), u(co * c * 9), u(co), u(out_len));
+            let bias = bias.then_some(&b[..]);
+            let mut want = vec![0.0; out_len];
+            forward_im2col(&geo, &x, &wt, bias, &mut want);
+            let mut dx_want = vec![0.5; x.len()];
+            let (dw_want, db_want) =
+                backward_im2col(&geo, &x, &wt, &dy, &mut dx_want, bias.is_some());
+            for isa in Isa::available() {
+                let what = format!("{isa:?} {n}x{c}x{h}x{w} -> {co} stride {stride}");
+                let got = forward(isa, &geo, &x, &wt, bias);
+                close(&format!("out {what}"), &got, &want, 1e-5);
+                let mut dx = vec![0.5; x.len()];
+                let (dw, db) = backward(isa, &geo, &x, &wt, &dy, &mut dx, bias.is_some());
+                close(&format!("dx {what}"), &dx, &dx_want, 1e-5);
+                close(&format!("dw {what}"), &dw, &dw_want, 1e-4);
+                close(&format!("db {what}"), &db, &db_want, 1e-5);
+            }
+        }
+    }
+}

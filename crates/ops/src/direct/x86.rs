@@ -1,0 +1,294 @@
+//! The AVX-512 and AVX2 + FMA kernels of [`super`].
+
+use super::{Frame, KC, MR};
+use std::arch::x86_64::*;
+
+/// [`super::conv_block`] with AVX-512 (`avx512`) or AVX2 + FMA.
+///
+/// # Safety
+/// The CPU runs the chosen set; the frame holds every value `offs` and `qpad` reach, `wp` every
+/// packed weight and `o` every row (`super::conv_block` asserts this).
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn conv_block(
+    avx512: bool,
+    qpad: usize,
+    (xf, cs, cin): (&[f32], usize, usize),
+    offs: &[usize],
+    wp: &[f32],
+    rows: usize,
+    o: &mut [f32],
+    ld: usize,
+) {
+    let (x, op) = (xf.as_ptr(), o.as_mut_ptr());
+    macro_rules! go {
+        ($nt:literal) => {{
+            let offs: &[usize; $nt] = offs.try_into().expect("tap count");
+            if avx512 {
+                conv_block_avx512::<$nt>(qpad, x, cs, cin, offs, wp.as_ptr(), rows, op, ld)
+            } else {
+                for r0 in (0..rows).step_by(4) {
+                    let (w, n) = (wp.as_ptr().add(r0), (rows - r0).min(4));
+                    conv_block_avx2::<$nt>(qpad, x, cs, cin, offs, w, n, op.add(r0 * ld), ld)
+                }
+            }
+        }};
+    }
+    match offs.len() {
+        1 => go!(1),
+        2 => go!(2),
+        4 => go!(4),
+        9 => go!(9),
+        n => unreachable!("no kernel for {n} taps"),
+    }
+}
+
+/// AVX-512 tile: 8 output rows × 48 positions in 24 accumulators; per input channel and tap,
+/// three loads of the frame and eight broadcast weights. Input channels go [`KC`] at a time.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn conv_block_avx512<const NT: usize>(
+    qpad: usize,
+    xf: *const f32,
+    cs: usize,
+    cin: usize,
+    offs: &[usize; NT],
+    wp: *const f32,
+    rows: usize,
+    op: *mut f32,
+    ld: usize,
+) {
+    for c0 in (0..cin).step_by(KC) {
+        let mut q = 0;
+        while q < qpad {
+            let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+            if c0 > 0 {
+                for (r, ar) in acc.iter_mut().enumerate().take(rows) {
+                    for (k, a) in ar.iter_mut().enumerate() {
+                        *a = _mm512_loadu_ps(op.add(r * ld + q + 16 * k));
+                    }
+                }
+            }
+            for c in c0..(c0 + KC).min(cin) {
+                let xc = xf.add(c * cs + q);
+                let wc = wp.add(c * NT * MR);
+                // The taps written out (those past `NT` compile away): a loop of nine
+                // mispredicts its exit.
+                macro_rules! tap {
+                    ($($t:literal)*) => {$(
+                        if $t < NT {
+                            let a = xc.add(*offs.get_unchecked($t));
+                            let v = [
+                                _mm512_loadu_ps(a),
+                                _mm512_loadu_ps(a.add(16)),
+                                _mm512_loadu_ps(a.add(32)),
+                            ];
+                            let wt = wc.add($t * MR);
+                            for (r, ar) in acc.iter_mut().enumerate() {
+                                let b = _mm512_set1_ps(*wt.add(r));
+                                for (k, a) in ar.iter_mut().enumerate() {
+                                    *a = _mm512_fmadd_ps(v[k], b, *a);
+                                }
+                            }
+                        }
+                    )*};
+                }
+                tap!(0 1 2 3 4 5 6 7 8);
+            }
+            for (r, ar) in acc.iter().enumerate().take(rows) {
+                for (k, a) in ar.iter().enumerate() {
+                    _mm512_storeu_ps(op.add(r * ld + q + 16 * k), *a);
+                }
+            }
+            q += 48;
+        }
+    }
+}
+
+/// AVX2 tile: 4 output rows (of the 8 of a packed block, starting at `wp`) × 24 positions in
+/// 12 accumulators.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn conv_block_avx2<const NT: usize>(
+    qpad: usize,
+    xf: *const f32,
+    cs: usize,
+    cin: usize,
+    offs: &[usize; NT],
+    wp: *const f32,
+    rows: usize,
+    op: *mut f32,
+    ld: usize,
+) {
+    for c0 in (0..cin).step_by(KC) {
+        let mut q = 0;
+        while q < qpad {
+            let mut acc = [[_mm256_setzero_ps(); 3]; 4];
+            if c0 > 0 {
+                for (r, ar) in acc.iter_mut().enumerate().take(rows) {
+                    for (k, a) in ar.iter_mut().enumerate() {
+                        *a = _mm256_loadu_ps(op.add(r * ld + q + 8 * k));
+                    }
+                }
+            }
+            for c in c0..(c0 + KC).min(cin) {
+                let xc = xf.add(c * cs + q);
+                let wc = wp.add(c * NT * MR);
+                macro_rules! tap {
+                    ($($t:literal)*) => {$(
+                        if $t < NT {
+                            let a = xc.add(*offs.get_unchecked($t));
+                            let v = [
+                                _mm256_loadu_ps(a),
+                                _mm256_loadu_ps(a.add(8)),
+                                _mm256_loadu_ps(a.add(16)),
+                            ];
+                            let wt = wc.add($t * MR);
+                            for (r, ar) in acc.iter_mut().enumerate() {
+                                let b = _mm256_broadcast_ss(&*wt.add(r));
+                                for (k, a) in ar.iter_mut().enumerate() {
+                                    *a = _mm256_fmadd_ps(v[k], b, *a);
+                                }
+                            }
+                        }
+                    )*};
+                }
+                tap!(0 1 2 3 4 5 6 7 8);
+            }
+            for (r, ar) in acc.iter().enumerate().take(rows) {
+                for (k, a) in ar.iter().enumerate() {
+                    _mm256_storeu_ps(op.add(r * ld + q + 8 * k), *a);
+                }
+            }
+            q += 24;
+        }
+    }
+}
+
+/// One step of [`dots27`]: for each tap `(t, a, b, c)`, one load of the frame at `q + offs[t]`
+/// and its products with the three rows of `∂y` into `a`, `b`, `c`. Written out (not a loop
+/// over arrays) so that all 27 sums stay in registers.
+macro_rules! taps {
+    ($x:ident, $q:ident, $offs:ident, $y0:ident, $y1:ident, $y2:ident, [$(($t:literal, $a:ident, $b:ident, $c:ident)),*]) => {
+        $(
+            let v = _mm512_loadu_ps($x.add($q + $offs[$t]));
+            $a = _mm512_fmadd_ps($y0, v, $a);
+            $b = _mm512_fmadd_ps($y1, v, $b);
+            $c = _mm512_fmadd_ps($y2, v, $c);
+        )*
+    };
+}
+
+/// The 27 dot products of three rows of `∂ŷ` with the nine taps of one input channel `x`.
+// `avx512vl`: the final lane sums work on 256- and 128-bit halves; without VL those must live
+// in the first 16 registers, and LLVM then keeps every sum there and spills.
+#[target_feature(enable = "avx512f,avx512vl")]
+unsafe fn dots27(
+    x: *const f32,
+    offs: &[usize; 9],
+    [dy, d1, d2]: [*const f32; 3],
+    qpad: usize,
+) -> [[f32; 9]; 3] {
+    let z = _mm512_setzero_ps();
+    let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5, mut a6, mut a7, mut a8] = [z; 9];
+    let [mut b0, mut b1, mut b2, mut b3, mut b4, mut b5, mut b6, mut b7, mut b8] = [z; 9];
+    let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5, mut c6, mut c7, mut c8] = [z; 9];
+    let mut q = 0;
+    while q < qpad {
+        let (y0, y1, y2) = (
+            _mm512_loadu_ps(dy.add(q)),
+            _mm512_loadu_ps(d1.add(q)),
+            _mm512_loadu_ps(d2.add(q)),
+        );
+        taps!(
+            x,
+            q,
+            offs,
+            y0,
+            y1,
+            y2,
+            [
+                (0, a0, b0, c0),
+                (1, a1, b1, c1),
+                (2, a2, b2, c2),
+                (3, a3, b3, c3),
+                (4, a4, b4, c4),
+                (5, a5, b5, c5),
+                (6, a6, b6, c6),
+                (7, a7, b7, c7),
+                (8, a8, b8, c8)
+            ]
+        );
+        q += 16;
+    }
+    let r = |v: [__m512; 9]| v.map(|v| _mm512_reduce_add_ps(v));
+    [
+        r([a0, a1, a2, a3, a4, a5, a6, a7, a8]),
+        r([b0, b1, b2, b3, b4, b5, b6, b7, b8]),
+        r([c0, c1, c2, c3, c4, c5, c6, c7, c8]),
+    ]
+}
+
+/// [`super::weight_grad`] with AVX-512: output rows three at a time.
+///
+/// # Safety
+/// As [`conv_block`].
+#[target_feature(enable = "avx512f,avx512vl")]
+pub(super) unsafe fn weight_grad_avx512(
+    fr: &Frame,
+    (xf, cs, cin): (&[f32], usize, usize),
+    offs: &[usize; 9],
+    dyf: &[f32],
+    co: usize,
+    dw: &mut [f32],
+) {
+    for o in (0..co).step_by(3) {
+        let dy = dyf.as_ptr().add(o * fr.len + fr.s + 1);
+        let rows = (co - o).min(3);
+        // Missing rows read row 0 again; their sums are dropped.
+        let d1 = if rows > 1 { dy.add(fr.len) } else { dy };
+        let d2 = if rows > 2 { dy.add(2 * fr.len) } else { dy };
+        for c in 0..cin {
+            let sums = dots27(xf.as_ptr().add(c * cs), offs, [dy, d1, d2], fr.qpad);
+            for (r, v) in sums.iter().enumerate().take(rows) {
+                let at = ((o + r) * cin + c) * 9;
+                dw[at..at + 9].iter_mut().zip(v).for_each(|(d, v)| *d += v);
+            }
+        }
+    }
+}
+
+/// [`super::weight_grad`] with AVX2: one output row and one input channel at a time, nine
+/// 8-lane dot products.
+///
+/// # Safety
+/// As [`conv_block`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn weight_grad_avx2(
+    fr: &Frame,
+    (xf, cs, cin): (&[f32], usize, usize),
+    offs: &[usize; 9],
+    dyf: &[f32],
+    co: usize,
+    dw: &mut [f32],
+) {
+    for o in 0..co {
+        let dy = dyf.as_ptr().add(o * fr.len + fr.s + 1);
+        for c in 0..cin {
+            let x = xf.as_ptr().add(c * cs);
+            let mut acc = [_mm256_setzero_ps(); 9];
+            let mut q = 0;
+            while q < fr.qpad {
+                let d = _mm256_loadu_ps(dy.add(q));
+                for (t, &s) in offs.iter().enumerate() {
+                    acc[t] = _mm256_fmadd_ps(d, _mm256_loadu_ps(x.add(q + s)), acc[t]);
+                }
+                q += 8;
+            }
+            for (t, a) in acc.iter().enumerate() {
+                let mut lanes = [0.0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
+                dw[(o * cin + c) * 9 + t] += lanes.iter().sum::<f32>();
+            }
+        }
+    }
+}
