@@ -369,10 +369,15 @@ pub(crate) fn forward(
                 conv_block(isa, &fr, (&xf, cs, c), &offs, wb, rows, ofb, ld);
             }
             fr.unframe(&of, ld, co, |ch, j, y, src| {
-                let bv = bias.map_or(0.0, |b| b[ch]);
                 let at = (j * co + ch) * ohw + y * geo.ow;
-                for (d, &v) in ob[at..at + src.len()].iter_mut().zip(src) {
-                    d.write(v + bv);
+                let row = &mut ob[at..at + src.len()];
+                match bias {
+                    Some(b) => row.iter_mut().zip(src).for_each(|(d, &v)| {
+                        d.write(v + b[ch]);
+                    }),
+                    None => row.iter_mut().zip(src).for_each(|(d, &v)| {
+                        d.write(v);
+                    }),
                 }
             });
         }
@@ -441,8 +446,14 @@ pub(crate) fn backward(
                     let (s, h, w) = (geo.s, geo.h, geo.w);
                     fr.unframe(&dxf, ld, c, |ch, j, y, src| {
                         let at = (j * c + ch) * h * w + (s * y + a) * w + b;
-                        for (k, v) in src.iter().enumerate() {
-                            dxb[at + s * k] += v;
+                        let row = &mut dxb[at..at + s * (src.len() - 1) + 1];
+                        if s == 1 {
+                            row.iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                        } else {
+                            row.iter_mut()
+                                .step_by(s)
+                                .zip(src)
+                                .for_each(|(d, v)| *d += v);
                         }
                     });
                 }
