@@ -440,10 +440,19 @@ pub(crate) fn backward_im2col(
             (dw, db)
         })
         .collect();
+    sum_partials(partials, (geo.co * kg, geo.co))
+}
+
+/// The sum, in thread order, of the per-thread `(∂/∂w, ∂/∂bias)` of a backward pass (zeros of
+/// lengths `lens` when there are none).
+pub(crate) fn sum_partials(
+    partials: Vec<(Vec<f32>, Vec<f32>)>,
+    lens: (usize, usize),
+) -> (Vec<f32>, Vec<f32>) {
     let mut iter = partials.into_iter();
     let (mut dw, mut db) = iter
         .next()
-        .unwrap_or_else(|| (vec![0.0; geo.co * kg], vec![0.0; geo.co]));
+        .unwrap_or_else(|| (vec![0.0; lens.0], vec![0.0; lens.1]));
     for (pw, pb) in iter {
         dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
         db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);

@@ -464,15 +464,7 @@ pub(crate) fn backward(
             (dw, db)
         })
         .collect();
-    let mut iter = partials.into_iter();
-    let (mut dw, mut db) = iter
-        .next()
-        .unwrap_or_else(|| (vec![0.0; co * c * 9], vec![0.0; co]));
-    for (pw, pb) in iter {
-        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
-        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
-    }
-    (dw, db)
+    crate::conv::sum_partials(partials, (co * c * 9, co))
 }
 
 #[cfg(test)]
