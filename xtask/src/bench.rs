@@ -42,6 +42,29 @@ pub fn write_report(name: &str, text: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The CPU's model name and its widest vector extension (from `/proc/cpuinfo`; "unknown CPU"
+/// elsewhere), for the reports: the ratios to PyTorch depend on it.
+pub fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let name = field("model name").unwrap_or_else(|| "unknown CPU".into());
+    let flags = field("flags").unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let isa = if has("avx512f") {
+        "AVX-512"
+    } else if has("avx2") && has("fma") {
+        "AVX2 + FMA"
+    } else {
+        "no AVX2"
+    };
+    format!("{name}, {isa}")
+}
+
 /// A `kB` field of `/proc/self/status` (`VmRSS:`, `VmHWM:`).
 pub fn proc_kb(field: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;

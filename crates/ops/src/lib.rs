@@ -31,6 +31,7 @@ pub use rayon;
 pub use channels::{channel_sq_mean, concat_channels, split_channels};
 pub use check::{check_op_case, check_op_case_generic, check_op_case_on};
 pub use conv::{conv2d, Conv2dCfg};
+pub use direct::{conv_isa, ISA_ENV};
 pub use layers::{BatchNorm2d, Conv2d, Conv2dBiased};
 pub use malloc::{keep_large_allocations, KEEP_LARGE_ALLOCATIONS_ENV};
 pub use norm::{add_relu, batch_norm2d_eval, batch_norm2d_train, BatchNormCfg};

@@ -311,6 +311,15 @@ pub fn run(args: Args) -> Result<()> {
         args.warmup,
         args.repeat.max(1)
     );
+    if !gpu {
+        writeln!(
+            text,
+            "\nCPU: {}; our direct convolution kernels: {} (`{}` caps them).",
+            super::cpu_model(),
+            kd_ops::conv_isa(),
+            kd_ops::ISA_ENV
+        )?;
+    }
     if host_cols {
         text.push_str(
             "host ms = time per step our generic ops spend on the host preparing calls \

@@ -41,12 +41,43 @@ pub(crate) enum Isa {
     Avx512,
 }
 
+/// The environment variable that caps the instruction set of the direct convolution's kernels:
+/// `portable`, `avx2` or `avx512` (to compare them on one machine). Unset, they use the widest
+/// set the CPU runs.
+pub const ISA_ENV: &str = "KD_OPS_ISA";
+
+/// The instruction set of the direct convolution's kernels in this process: `avx512`, `avx2`
+/// or `portable` (see [`ISA_ENV`]).
+pub fn conv_isa() -> &'static str {
+    Isa::best().name()
+}
+
 impl Isa {
-    /// The widest this CPU runs.
+    fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "avx512",
+        }
+    }
+    /// The widest set this CPU runs, or the one [`ISA_ENV`] names (read once per process).
     pub(crate) fn best() -> Isa {
-        *Self::available()
-            .last()
-            .expect("the portable kernels always run")
+        static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| Self::capped(std::env::var(ISA_ENV).ok().as_deref()))
+    }
+    /// The widest set this CPU runs, or the one `cap` names. Panics, naming the variable and
+    /// the choices, on a name this CPU cannot run.
+    fn capped(cap: Option<&str>) -> Isa {
+        let avail = Self::available();
+        match cap.filter(|c| !c.is_empty()) {
+            None => *avail.last().expect("the portable kernels always run"),
+            Some(name) => *avail.iter().find(|i| i.name() == name).unwrap_or_else(|| {
+                let names: Vec<_> = avail.iter().map(|i| i.name()).collect();
+                panic!("{ISA_ENV}={name}: this CPU runs {names:?}")
+            }),
+        }
     }
     /// Every set this CPU runs, narrowest first.
     pub(crate) fn available() -> Vec<Isa> {
@@ -487,6 +518,19 @@ mod tests {
     /// channel counts off the block sizes (1, 3, 5, 17 rows), one to several images per stack
     /// and a partial last stack, non-square images, more channels than one pass takes ([`KC`]),
     /// bias, and stride 2 (each input phase and its `∂/∂x` pass).
+    /// `KD_OPS_ISA` picks a set the CPU runs and refuses, naming itself, one it does not.
+    #[test]
+    fn isa_cap() {
+        assert_eq!(Isa::capped(Some("portable")), Isa::Portable);
+        assert_eq!(Isa::capped(None), *Isa::available().last().unwrap());
+        let err = std::panic::catch_unwind(|| Isa::capped(Some("avx1024"))).unwrap_err();
+        let msg = err.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.contains("KD_OPS_ISA=avx1024") && msg.contains("portable"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn direct_matches_im2col() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
