@@ -1,13 +1,13 @@
 //! Direct 3×3 convolution (padding 1, no dilation, one group; stride 1, or stride 2 on even
 //! sizes: every 3×3 layer of the ResNets) without an im2col matrix.
 //!
-//! The input is copied once into a *framed* layout: per plane, the images of a stack one under
-//! the other with row stride `s = w + 1`, each row followed by one zero (the right padding of
-//! this row and the left padding of the next) and each image followed by one zero row (the
-//! bottom padding of this image and the top padding of the next). Output pixel `(j, y, x)` sits
-//! at `q = (j·(h+1) + y)·s + x` and reads tap `(ki, kj)` at `q + ki·s + kj` of the frame: every
-//! tap is a plain shift, so one microkernel over `q` runs all taps from registers, and the
-//! stack's extra positions (`x = w`, the separator rows) are computed and dropped.
+//! The input is copied once into a *framed* layout: per plane, the images of a stack side by
+//! side, row `y` of every image in frame row `y + 1`, each image row followed by one zero (the
+//! right padding of this image and the left padding of the next), with a zero row above and
+//! below. With row stride `s`, output pixel `(j, y, x)` sits at `q = y·s + j·(w+1) + x` and reads
+//! tap `(ki, kj)` at `q + ki·s + kj` of the frame: every tap is a plain shift, so one microkernel
+//! over `q` runs all taps from registers, and the stack's extra positions (the zero columns,
+//! `1/w` of the work) are computed and dropped.
 //!
 //! - forward: `y[o, q] = Σ_{c,t} w[o, c, t] · x̂[c, q + offₜ]`;
 //! - `∂/∂x[c, q] = Σ_{o,t} w[o, c, t] · ∂ŷ[o, q + off′ₜ]`, the same kernel over the frame of
@@ -108,8 +108,9 @@ const TARGET_Q: usize = 1024;
 /// Narrower outputs are left to im2col: their frame wastes too many positions.
 const MIN_WIDTH: usize = 8;
 /// Wider layers are left to im2col, whose `gemm` blocks its operands for the caches: at 256
-/// channels (ResNet-18's third stage) these kernels took 1.05× its time, at 128 channels
-/// 1.00×, at 64 channels 0.83× (forward and backward, one thread, batch 16, AVX-512).
+/// channels (ResNet-18's third stage, 8×8) these kernels took 1.01× its time, at 128 channels
+/// (16×16) 0.84×, at 64 channels (32×32) 0.79× (forward and backward, one thread, batch 16,
+/// AVX-512, the two alternating in one process).
 const MAX_CHANNELS: usize = 128;
 
 /// True for the geometries this module runs.
@@ -125,15 +126,15 @@ pub(crate) fn applies(geo: &ConvGeom) -> bool {
         && geo.c.max(geo.co) <= MAX_CHANNELS
 }
 
-/// The frame of a stack of `nb` images of `h × w`.
+/// The frame of a stack of `nb` images of `h × w`, side by side.
 #[derive(Debug, Clone, Copy)]
 struct Frame {
     h: usize,
     w: usize,
     nb: usize,
-    /// Row stride, `w + 1`.
+    /// Row stride, `nb·(w + 1)`: row `y` of every image, each followed by its zero column.
     s: usize,
-    /// Output positions computed, a multiple of [`TILE`].
+    /// Output positions computed (`h·s` rounded up to a multiple of [`TILE`]).
     qpad: usize,
     /// Values per framed plane.
     len: usize,
@@ -141,8 +142,8 @@ struct Frame {
 
 impl Frame {
     fn new(h: usize, w: usize, nb: usize) -> Self {
-        let s = w + 1;
-        let qpad = (nb * (h + 1) * s).div_ceil(TILE) * TILE;
+        let s = nb * (w + 1);
+        let qpad = (h * s).div_ceil(TILE) * TILE;
         Self {
             h,
             w,
@@ -155,7 +156,11 @@ impl Frame {
     }
     /// Images per stack for images of `h × w`.
     fn stack(h: usize, w: usize) -> usize {
-        TARGET_Q.div_ceil((h + 1) * (w + 1)).max(1)
+        TARGET_Q.div_ceil(h * (w + 1)).max(1)
+    }
+    /// Frame index of pixel `(y, x)` of image `j` (output position `q` = this − `s` − 1).
+    fn at(&self, j: usize, y: usize) -> usize {
+        1 + (1 + y) * self.s + j * (self.w + 1)
     }
     /// Writes `planes` framed planes into `dst` (`[planes][len]`): zeros at the padding, and
     /// `row(plane, j, y, values)` writes the `w` values of row `y` of image `j`.
@@ -165,20 +170,17 @@ impl Frame {
         planes: usize,
         mut row: impl FnMut(usize, usize, usize, &mut [f32]),
     ) {
-        let (h, w, s) = (self.h, self.w, self.s);
+        let w = self.w;
         for (pl, d) in dst.chunks_exact_mut(self.len).take(planes).enumerate() {
-            d[..1 + s].fill(0.0);
-            for j in 0..self.nb {
-                let top = 1 + (1 + j * (h + 1)) * s;
-                for y in 0..h {
-                    let at = top + y * s;
+            d[..self.at(0, 0)].fill(0.0);
+            for y in 0..self.h {
+                for j in 0..self.nb {
+                    let at = self.at(j, y);
                     row(pl, j, y, &mut d[at..at + w]);
                     d[at + w] = 0.0;
                 }
-                let sep = top + h * s;
-                let end = if j + 1 == self.nb { self.len } else { sep + s };
-                d[sep..end].fill(0.0);
             }
+            d[self.at(0, self.h)..].fill(0.0);
         }
     }
     /// Frames `c` channels of `nb` NCHW images of the frame's size.
@@ -189,7 +191,7 @@ impl Frame {
         });
     }
     /// Calls `row(ch, j, y, values)` for every output row of the stack: `values` are the `w`
-    /// values of row `y` of image `j`, channel `ch`, in `o` (`[c][ld]`, frame coordinates).
+    /// values of row `y` of image `j`, channel `ch`, in `o` (`[c][ld]`, output positions).
     fn unframe(
         &self,
         o: &[f32],
@@ -197,12 +199,11 @@ impl Frame {
         c: usize,
         mut row: impl FnMut(usize, usize, usize, &[f32]),
     ) {
-        let (h, w, s) = (self.h, self.w, self.s);
         for j in 0..self.nb {
             for ch in 0..c {
-                let base = ch * ld + j * (h + 1) * s;
-                for y in 0..h {
-                    row(ch, j, y, &o[base + y * s..][..w]);
+                for y in 0..self.h {
+                    let q = self.at(j, y) - self.s - 1;
+                    row(ch, j, y, &o[ch * ld + q..][..self.w]);
                 }
             }
         }
@@ -257,7 +258,6 @@ impl Plan {
     }
     /// The passes of `∂/∂x`: for each input plane `(a, b)` its taps `t` and their offsets in the
     /// frame of `∂/∂y`. Stride 1: all nine taps, mirrored.
-    /// The offsets depend on the row stride only, the same for every stack.
     fn dx_passes(&self, fr: &Frame) -> Vec<DxPass> {
         if self.geo.s == 1 {
             let taps = (0..9)
@@ -433,12 +433,19 @@ pub(crate) fn backward(
     let (c, co, chw, ohw) = (geo.c, geo.co, geo.c * geo.h * geo.w, geo.pix());
     let per = util::per_thread(geo.n);
     let plan = Plan::new(geo, per);
-    let passes: Vec<_> = plan
+    // The packed weights of each pass of `∂/∂x` (its taps are the same for every stack; their
+    // offsets follow each stack's row stride).
+    let packs: Vec<Vec<f32>> = plan
         .dx_passes(&plan.full)
-        .into_iter()
-        .map(|(ab, taps)| {
-            let (ts, offs): (Vec<usize>, Vec<usize>) = taps.into_iter().unzip();
-            (ab, offs, pack(w, co, c, true, &ts))
+        .iter()
+        .map(|(_, taps)| {
+            pack(
+                w,
+                co,
+                c,
+                true,
+                &taps.iter().map(|p| p.0).collect::<Vec<_>>(),
+            )
         })
         .collect();
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
@@ -467,12 +474,13 @@ pub(crate) fn backward(
                 plan.fill_input(&fr, xb, &mut xf);
                 fr.fill(dob, co, &mut dyf);
                 weight_grad(isa, &fr, (&xf, cs, c), &plan.taps(&fr), &dyf, co, &mut dw);
-                for ((a, b), offs, wt) in &passes {
+                for (((a, b), taps), wt) in plan.dx_passes(&fr).into_iter().zip(&packs) {
+                    let offs: Vec<usize> = taps.iter().map(|p| p.1).collect();
                     let nt = offs.len();
                     for (blk, dxfb) in dxf.chunks_mut(MR * ld).take(c.div_ceil(MR)).enumerate() {
                         let rows = (c - blk * MR).min(MR);
                         let wb = &wt[blk * co * nt * MR..];
-                        conv_block(isa, &fr, (&dyf, fr.len, co), offs, wb, rows, dxfb, ld);
+                        conv_block(isa, &fr, (&dyf, fr.len, co), &offs, wb, rows, dxfb, ld);
                     }
                     let (s, h, w) = (geo.s, geo.h, geo.w);
                     fr.unframe(&dxf, ld, c, |ch, j, y, src| {
