@@ -107,11 +107,11 @@ const TILE: usize = 48;
 const TARGET_Q: usize = 1024;
 /// Narrower outputs are left to im2col: their frame wastes too many positions.
 const MIN_WIDTH: usize = 8;
-/// Wider layers are left to im2col, whose `gemm` blocks its operands for the caches: at 256
-/// channels (ResNet-18's third stage, 8×8) these kernels took 1.01× its time, at 128 channels
-/// (16×16) 0.84×, at 64 channels (32×32) 0.79× (forward and backward, one thread, batch 16,
-/// AVX-512, the two alternating in one process).
-const MAX_CHANNELS: usize = 128;
+/// Wider layers are left to im2col, whose `gemm` blocks its operands for the caches. Forward and
+/// backward time of these kernels over im2col's (one thread, AVX-512, the two alternating in
+/// one process, 64 images): 0.65× at 16 channels (32×32), 0.88× at 128 (16×16), 0.98× at 256
+/// (8×8); at 512 channels on 4×4 (narrower than [`MIN_WIDTH`] anyway) 1.19×.
+const MAX_CHANNELS: usize = 256;
 
 /// True for the geometries this module runs.
 pub(crate) fn applies(geo: &ConvGeom) -> bool {
@@ -438,15 +438,7 @@ pub(crate) fn backward(
     let packs: Vec<Vec<f32>> = plan
         .dx_passes(&plan.full)
         .iter()
-        .map(|(_, taps)| {
-            pack(
-                w,
-                co,
-                c,
-                true,
-                &taps.iter().map(|p| p.0).collect::<Vec<_>>(),
-            )
-        })
+        .map(|(_, taps)| pack(w, co, c, true, &taps.iter().map(|p| p.0).collect::<Vec<_>>()))
         .collect();
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(per * chw)
