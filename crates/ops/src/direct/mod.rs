@@ -438,7 +438,15 @@ pub(crate) fn backward(
     let packs: Vec<Vec<f32>> = plan
         .dx_passes(&plan.full)
         .iter()
-        .map(|(_, taps)| pack(w, co, c, true, &taps.iter().map(|p| p.0).collect::<Vec<_>>()))
+        .map(|(_, taps)| {
+            pack(
+                w,
+                co,
+                c,
+                true,
+                &taps.iter().map(|p| p.0).collect::<Vec<_>>(),
+            )
+        })
         .collect();
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(per * chw)
