@@ -107,10 +107,12 @@ const TILE: usize = 48;
 const TARGET_Q: usize = 1024;
 /// Narrower outputs are left to im2col: their frame wastes too many positions.
 const MIN_WIDTH: usize = 8;
-/// Wider layers are left to im2col, whose `gemm` blocks its operands for the caches. Forward and
-/// backward time of these kernels over im2col's (one thread, AVX-512, the two alternating in
-/// one process, 64 images): 0.65× at 16 channels (32×32), 0.88× at 128 (16×16), 0.98× at 256
-/// (8×8); at 512 channels on 4×4 (narrower than [`MIN_WIDTH`] anyway) 1.19×.
+/// Wider layers are left to im2col, whose `gemm` blocks its operands for the caches; stride 2
+/// up to half as many channels. Forward and backward time of these kernels over im2col's (one
+/// thread, AVX-512, the two alternating in one process, 64 images): stride 1, 0.65× at 16
+/// channels (32×32), 0.88–0.95× at 128 (16×16), 0.98× at 256 (8×8), 1.19× at 512 (4×4, narrower
+/// than [`MIN_WIDTH`] anyway); stride 2, 0.55× for 16 → 32 channels, 0.89× for 64 → 128,
+/// 1.23× for 128 → 256.
 const MAX_CHANNELS: usize = 256;
 
 /// True for the geometries this module runs.
@@ -123,7 +125,7 @@ pub(crate) fn applies(geo: &ConvGeom) -> bool {
     strided
         && (geo.kh, geo.kw, geo.p, geo.d, geo.g) == (3, 3, 1, 1, 1)
         && geo.ow >= MIN_WIDTH
-        && geo.c.max(geo.co) <= MAX_CHANNELS
+        && geo.c.max(geo.co) <= MAX_CHANNELS >> (geo.s - 1)
 }
 
 /// The frame of a stack of `nb` images of `h × w`, side by side.
