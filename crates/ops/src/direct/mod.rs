@@ -1,5 +1,6 @@
 //! Direct 3×3 convolution (padding 1, no dilation, one group; stride 1, or stride 2 on even
-//! sizes: every 3×3 layer of the ResNets) without an im2col matrix.
+//! sizes; [`applies`] adds the width and channel cutoffs) without an im2col matrix: every 3×3
+//! layer of ResNet-20 and most of ResNet-18's.
 //!
 //! The input is copied once into a *framed* layout: per plane, the images of a stack side by
 //! side, row `y` of every image in frame row `y + 1`, each image row followed by one zero (the
@@ -20,7 +21,7 @@
 //! `∂/∂x` of phase `(a, b)` is a stride-1 pass over `∂ŷ` with the 1, 2 or 4 taps that read it.
 //!
 //! The kernels use AVX-512 or AVX2 + FMA when the CPU has them (checked at run time) and plain
-//! loops otherwise; all three compute the same sums.
+//! loops otherwise; all three compute the same sums (in different orders, so not bit for bit).
 
 mod portable;
 #[cfg(target_arch = "x86_64")]
