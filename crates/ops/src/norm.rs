@@ -390,17 +390,34 @@ pub(crate) fn add_relu_cpu<T: Tape<f32, Cpu>>(
             drop(published);
             let g = util::take_grad(grads, &out_id)?;
             const CHUNK: usize = 1 << 14;
-            for t in [&a, &b] {
-                let d = util::grad_mut(grads, t)?;
-                d.par_chunks_mut(CHUNK)
+            // Both gradients in one pass over `g` and `y`: `a`'s buffer is moved out of `grads`
+            // for the pass so that `b`'s can be borrowed beside it. If `b` is `a` (the same
+            // tensor twice), its slot is the one just emptied, and it gets `2·mask(g)`.
+            let mut da = util::take_grad(grads, &a)?;
+            let db = util::grad_mut(grads, &b)?;
+            if db.len() == g.len() {
+                da.par_chunks_mut(CHUNK)
+                    .zip(db.par_chunks_mut(CHUNK))
+                    .zip(g.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+                    .for_each(|((da, db), (gp, yp))| {
+                        for (((da, db), &g), &y) in da.iter_mut().zip(db).zip(gp).zip(yp) {
+                            let m = if y > 0.0 { g } else { 0.0 };
+                            *da += m;
+                            *db += m;
+                        }
+                    });
+            } else {
+                da.par_chunks_mut(CHUNK)
                     .zip(g.par_chunks(CHUNK))
                     .zip(y.par_chunks(CHUNK))
                     .for_each(|((d, gp), yp)| {
                         for ((d, &g), &y) in d.iter_mut().zip(gp).zip(yp) {
-                            *d += if y > 0.0 { g } else { 0.0 };
+                            let m = if y > 0.0 { g } else { 0.0 };
+                            *d += m + m;
                         }
                     });
             }
+            util::put_grad(grads, &a, da)?;
             util::put_grad(grads, &out_id, g)
         });
     }

@@ -419,6 +419,27 @@ fn concat_and_split_round_trip_with_gradients() {
     }
 }
 
+/// `add_relu(x, x)`: both operands are one tensor, whose gradient gets the masked gradient
+/// twice (the fast backward pass moves one operand's buffer out while it writes both). dfdx's
+/// own binary ops refuse one tensor twice, so this checks the fast path against the formula.
+#[test]
+fn add_relu_of_one_tensor_twice() {
+    let dev = Cpu::default();
+    let mut rng = rng(14);
+    let s = (2, 3, 4, 4);
+    let a = uniform(&mut rng, numel(s));
+    let probe = uniform(&mut rng, numel(s));
+    let at = t4(&dev, a.clone(), s);
+    let out = kd_ops::add_relu(at.leaky_trace(), at.leaky_trace());
+    let g = (out * t4(&dev, probe.clone(), s)).sum::<(), _>().backward();
+    let want: Vec<f32> = a
+        .iter()
+        .zip(&probe)
+        .map(|(&x, &p)| if x + x > 0.0 { 2.0 * p } else { 0.0 })
+        .collect();
+    assert_close("da", &g.get(&at).as_vec(), &want, 1e-6, 1e-6);
+}
+
 #[test]
 fn add_relu_gradients() {
     let dev = Cpu::default();
