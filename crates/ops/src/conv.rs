@@ -341,9 +341,7 @@ pub(crate) fn backward_im2col(
                 let m = xb.len() / chw;
                 let ld = m * pix;
                 if with_bias {
-                    for (i, dc) in dob.chunks(pix).enumerate() {
-                        db[i % geo.co] += dc.iter().sum::<f32>();
-                    }
+                    add_bias_grad(&mut db, dob, pix);
                 }
                 for g in 0..geo.g {
                     let wg = &w[g * geo.cog * kg..(g + 1) * geo.cog * kg];
@@ -443,6 +441,14 @@ pub(crate) fn backward_im2col(
         })
         .collect();
     sum_partials(partials, (geo.co * kg, geo.co))
+}
+
+/// Adds the bias gradient of `dout` (whole samples of `db.len()` channels of `pix` values) into
+/// `db`: one sum per channel plane.
+pub(crate) fn add_bias_grad(db: &mut [f32], dout: &[f32], pix: usize) {
+    for (i, plane) in dout.chunks(pix).enumerate() {
+        db[i % db.len()] += plane.iter().sum::<f32>();
+    }
 }
 
 /// The sum, in thread order, of the per-thread `(∂/∂w, ∂/∂bias)` of a backward pass (zeros of

@@ -213,10 +213,6 @@ impl Frame {
     }
 }
 
-/// One pass of `∂/∂x`: the input phase `(a, b)` it writes, and its taps as (tap, offset in the
-/// frame of `∂/∂y`).
-type DxPass = ((usize, usize), Vec<(usize, usize)>);
-
 /// One convolution laid out on frames: the output's frame (for stride 2 also each input
 /// phase's), and the frame offsets of its taps.
 struct Plan {
@@ -259,28 +255,32 @@ impl Plan {
             }
         })
     }
-    /// The passes of `∂/∂x`: for each input plane `(a, b)` its taps `t` and their offsets in the
-    /// frame of `∂/∂y`. Stride 1: all nine taps, mirrored.
-    fn dx_passes(&self, fr: &Frame) -> Vec<DxPass> {
-        if self.geo.s == 1 {
-            let taps = (0..9)
-                .map(|t| (t, (2 - t / 3) * fr.s + 2 - t % 3))
-                .collect();
-            return vec![((0, 0), taps)];
-        }
-        let reads = |k: usize| (k + 1) % 2;
-        let back = |k: usize| if k == 0 { 2 } else { 1 };
+    /// The passes of `∂/∂x`: for each input plane `(a, b)`, the taps that read it (stride 1:
+    /// one plane, all nine taps).
+    fn dx_passes(&self) -> Vec<((usize, usize), Vec<usize>)> {
+        let s = self.geo.s;
+        let reads = |k: usize| if s == 1 { 0 } else { (k + 1) % 2 };
         let mut v = Vec::new();
-        for a in 0..2 {
-            for b in 0..2 {
+        for a in 0..s {
+            for b in 0..s {
                 let taps = (0..9)
                     .filter(|t| reads(t / 3) == a && reads(t % 3) == b)
-                    .map(|t| (t, back(t / 3) * fr.s + back(t % 3)))
                     .collect();
                 v.push(((a, b), taps));
             }
         }
         v
+    }
+    /// Offset of tap `t`'s read in the frame of `∂/∂y`, relative to the input position: the
+    /// mirror of the forward read, `2 − k` rows and columns for stride 1, and for stride 2
+    /// 2 for the kernel row (column) above (left of) the centre, 1 otherwise.
+    fn dx_offset(&self, fr: &Frame, t: usize) -> usize {
+        let back = |k: usize| match (self.geo.s, k) {
+            (1, k) => 2 - k,
+            (_, 0) => 2,
+            _ => 1,
+        };
+        back(t / 3) * fr.s + back(t % 3)
     }
     /// Frames `m` NCHW input images (`c` channels) as `[c][planes][len]`.
     fn fill_input(&self, fr: &Frame, src: &[f32], dst: &mut [f32]) {
@@ -348,7 +348,8 @@ fn conv_block(
 }
 
 /// `dw[o][c][t] += Σ_q ∂ŷ[o][s + 1 + q] · x̂[c·cs + q + offs[t]]` for every output row `o` of
-/// `dyf` (`[co][len]`) and input channel `c`; `dw` is `[co][cin][9]`.
+/// `dyf` (`[co][len]`) and input channel `c`; `dw` is `[co][cin][9]`. Output rows go three at a
+/// time: a kernel takes three rows of `∂ŷ` and one input channel and returns their 27 sums.
 fn weight_grad(
     isa: Isa,
     fr: &Frame,
@@ -361,14 +362,27 @@ fn weight_grad(
     let reach = offs.iter().max().copied().unwrap_or(0) + fr.qpad;
     assert!(cin > 0 && xf.len() >= (cin - 1) * cs + reach);
     assert!(dyf.len() >= co * fr.len && dw.len() >= co * cin * 9);
-    let src = (xf, cs, cin);
-    match isa {
-        Isa::Portable => portable::weight_grad(fr, src, offs, dyf, co, dw),
-        // SAFETY: as in `conv_block`.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::weight_grad_avx512(fr, src, offs, dyf, co, dw) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::weight_grad_avx2(fr, src, offs, dyf, co, dw) },
+    for o in (0..co).step_by(3) {
+        let rows = (co - o).min(3);
+        // Missing rows read the first again; their sums are dropped.
+        let dy: [&[f32]; 3] =
+            std::array::from_fn(|r| &dyf[(o + r.min(rows - 1)) * fr.len + fr.s + 1..][..fr.qpad]);
+        for c in 0..cin {
+            let x = &xf[c * cs..][..reach];
+            let sums = match isa {
+                Isa::Portable => portable::dots27(x, offs, dy),
+                // SAFETY: the CPU has the features (`Isa::available`); `x` holds every value
+                // `offs` and `qpad` reach, each row of `dy` its `qpad` values.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { x86::dots27_avx512(x, offs, dy) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { x86::dots27_avx2(x, offs, dy) },
+            };
+            for (r, v) in sums.iter().enumerate().take(rows) {
+                let at = ((o + r) * cin + c) * 9;
+                dw[at..at + 9].iter_mut().zip(v).for_each(|(d, v)| *d += v);
+            }
+        }
     }
 }
 
@@ -436,19 +450,14 @@ pub(crate) fn backward(
     let (c, co, chw, ohw) = (geo.c, geo.co, geo.c * geo.h * geo.w, geo.pix());
     let per = util::per_thread(geo.n);
     let plan = Plan::new(geo, per);
-    // The packed weights of each pass of `∂/∂x` (its taps are the same for every stack; their
+    // Each pass of `∂/∂x` with its packed weights (its taps are the same for every stack; their
     // offsets follow each stack's row stride).
-    let packs: Vec<Vec<f32>> = plan
-        .dx_passes(&plan.full)
-        .iter()
-        .map(|(_, taps)| {
-            pack(
-                w,
-                co,
-                c,
-                true,
-                &taps.iter().map(|p| p.0).collect::<Vec<_>>(),
-            )
+    let passes: Vec<_> = plan
+        .dx_passes()
+        .into_iter()
+        .map(|(ab, taps)| {
+            let wt = pack(w, co, c, true, &taps);
+            (ab, taps, wt)
         })
         .collect();
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
@@ -468,17 +477,15 @@ pub(crate) fn backward(
                 .zip(douts.chunks(plan.nb * co * ohw))
             {
                 if with_bias {
-                    for (i, dc) in dob.chunks(ohw).enumerate() {
-                        db[i % co] += dc.iter().sum::<f32>();
-                    }
+                    crate::conv::add_bias_grad(&mut db, dob, ohw);
                 }
                 let fr = plan.frame(xb.len() / chw);
                 let cs = plan.planes() * fr.len;
                 plan.fill_input(&fr, xb, &mut xf);
                 fr.fill(dob, co, &mut dyf);
                 weight_grad(isa, &fr, (&xf, cs, c), &plan.taps(&fr), &dyf, co, &mut dw);
-                for (((a, b), taps), wt) in plan.dx_passes(&fr).into_iter().zip(&packs) {
-                    let offs: Vec<usize> = taps.iter().map(|p| p.1).collect();
+                for ((a, b), taps, wt) in &passes {
+                    let offs: Vec<usize> = taps.iter().map(|&t| plan.dx_offset(&fr, t)).collect();
                     let nt = offs.len();
                     for (blk, dxfb) in dxf.chunks_mut(MR * ld).take(c.div_ceil(MR)).enumerate() {
                         let rows = (c - blk * MR).min(MR);

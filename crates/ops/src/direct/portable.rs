@@ -1,7 +1,7 @@
 //! Plain loops: the reference the vector kernels are tested against, and the path on CPUs
 //! without AVX2.
 
-use super::{Frame, MR};
+use super::MR;
 
 /// [`super::conv_block`].
 pub(super) fn conv_block(
@@ -30,23 +30,15 @@ pub(super) fn conv_block(
     }
 }
 
-/// [`super::weight_grad`].
-pub(super) fn weight_grad(
-    fr: &Frame,
-    (xf, cs, cin): (&[f32], usize, usize),
-    offs: &[usize; 9],
-    dyf: &[f32],
-    co: usize,
-    dw: &mut [f32],
-) {
-    for o in 0..co {
-        let dy = &dyf[o * fr.len + fr.s + 1..][..fr.qpad];
-        for c in 0..cin {
-            for (t, &off) in offs.iter().enumerate() {
-                let xs = &xf[c * cs + off..][..fr.qpad];
-                let sum: f32 = dy.iter().zip(xs).map(|(a, b)| a * b).sum();
-                dw[(o * cin + c) * 9 + t] += sum;
-            }
-        }
-    }
+/// The 27 dot products of three rows of `∂ŷ` with the nine taps of one input channel `x`
+/// ([`super::weight_grad`]'s kernel).
+pub(super) fn dots27(x: &[f32], offs: &[usize; 9], dy: [&[f32]; 3]) -> [[f32; 9]; 3] {
+    dy.map(|d| {
+        offs.map(|off| {
+            d.iter()
+                .zip(&x[off..off + d.len()])
+                .map(|(a, b)| a * b)
+                .sum()
+        })
+    })
 }

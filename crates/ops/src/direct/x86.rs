@@ -1,6 +1,6 @@
 //! The AVX-512 and AVX2 + FMA kernels of [`super`].
 
-use super::{Frame, KC, MR};
+use super::{KC, MR};
 use std::arch::x86_64::*;
 
 /// [`super::conv_block`] with AVX-512 (`avx512`) or AVX2 + FMA.
@@ -178,16 +178,18 @@ macro_rules! taps {
     };
 }
 
-/// The 27 dot products of three rows of `∂ŷ` with the nine taps of one input channel `x`.
+/// The 27 dot products of three rows of `∂ŷ` with the nine taps of one input channel `x`
+/// ([`super::weight_grad`]'s kernel), in 27 AVX-512 registers.
+///
+/// # Safety
+/// The CPU runs AVX-512 F and VL; `x` holds `offs[t] + dy[r].len()` values for every tap and
+/// row, and the rows of `dy` have one length, a multiple of 16.
 // `avx512vl`: the final lane sums work on 256- and 128-bit halves; without VL those must live
 // in the first 16 registers, and LLVM then keeps every sum there and spills.
 #[target_feature(enable = "avx512f,avx512vl")]
-unsafe fn dots27(
-    x: *const f32,
-    offs: &[usize; 9],
-    [dy, d1, d2]: [*const f32; 3],
-    qpad: usize,
-) -> [[f32; 9]; 3] {
+pub(super) unsafe fn dots27_avx512(x: &[f32], offs: &[usize; 9], dy: [&[f32]; 3]) -> [[f32; 9]; 3] {
+    let (qpad, x) = (dy[0].len(), x.as_ptr());
+    let [dy, d1, d2] = dy.map(|d| d.as_ptr());
     let z = _mm512_setzero_ps();
     let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5, mut a6, mut a7, mut a8] = [z; 9];
     let [mut b0, mut b1, mut b2, mut b3, mut b4, mut b5, mut b6, mut b7, mut b8] = [z; 9];
@@ -228,44 +230,28 @@ unsafe fn dots27(
     ]
 }
 
-/// [`super::weight_grad`] with AVX-512: output rows three at a time.
+/// [`dots27_avx512`] with AVX2 + FMA, one kernel row (three taps) at a time: 9 sums in
+/// registers, 3 + 3 loads per 9 FMAs (AVX2 has 16 registers, too few for all 27).
 ///
 /// # Safety
-/// As [`conv_block`].
-#[target_feature(enable = "avx512f,avx512vl")]
-pub(super) unsafe fn weight_grad_avx512(
-    fr: &Frame,
-    (xf, cs, cin): (&[f32], usize, usize),
-    offs: &[usize; 9],
-    dyf: &[f32],
-    co: usize,
-    dw: &mut [f32],
-) {
-    for o in (0..co).step_by(3) {
-        let dy = dyf.as_ptr().add(o * fr.len + fr.s + 1);
-        let rows = (co - o).min(3);
-        // Missing rows read row 0 again; their sums are dropped.
-        let d1 = if rows > 1 { dy.add(fr.len) } else { dy };
-        let d2 = if rows > 2 { dy.add(2 * fr.len) } else { dy };
-        for c in 0..cin {
-            let sums = dots27(xf.as_ptr().add(c * cs), offs, [dy, d1, d2], fr.qpad);
-            for (r, v) in sums.iter().enumerate().take(rows) {
-                let at = ((o + r) * cin + c) * 9;
-                dw[at..at + 9].iter_mut().zip(v).for_each(|(d, v)| *d += v);
-            }
+/// As [`dots27_avx512`] with AVX2 + FMA and a multiple of 8.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dots27_avx2(x: &[f32], offs: &[usize; 9], dy: [&[f32]; 3]) -> [[f32; 9]; 3] {
+    let mut out = [[0.0f32; 9]; 3];
+    for ki in 0..3 {
+        let sums = dots9_avx2(x, &offs[3 * ki..3 * ki + 3], dy);
+        for (o, s) in out.iter_mut().zip(sums) {
+            o[3 * ki..3 * ki + 3].copy_from_slice(&s);
         }
     }
+    out
 }
 
-/// The 9 dot products of three rows of `∂ŷ` with three taps (one kernel row) of one input
-/// channel `x`: 9 sums, 3 + 3 loads per 9 FMAs (AVX2 has 16 registers, too few for all taps).
+/// Three rows of `∂ŷ` against three taps of `x`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dots9_avx2(
-    x: *const f32,
-    offs: &[usize],
-    [dy, d1, d2]: [*const f32; 3],
-    qpad: usize,
-) -> [[f32; 3]; 3] {
+unsafe fn dots9_avx2(x: &[f32], offs: &[usize], dy: [&[f32]; 3]) -> [[f32; 3]; 3] {
+    let (qpad, x) = (dy[0].len(), x.as_ptr());
+    let [dy, d1, d2] = dy.map(|d| d.as_ptr());
     let z = _mm256_setzero_ps();
     let ([mut a0, mut a1, mut a2], [mut b0, mut b1, mut b2], [mut c0, mut c1, mut c2]) =
         ([z; 3], [z; 3], [z; 3]);
@@ -307,36 +293,4 @@ unsafe fn dots9_avx2(
         [h(b0), h(b1), h(b2)],
         [h(c0), h(c1), h(c2)],
     ]
-}
-
-/// [`super::weight_grad`] with AVX2: output rows three at a time, kernel rows one at a time.
-///
-/// # Safety
-/// As [`conv_block`].
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn weight_grad_avx2(
-    fr: &Frame,
-    (xf, cs, cin): (&[f32], usize, usize),
-    offs: &[usize; 9],
-    dyf: &[f32],
-    co: usize,
-    dw: &mut [f32],
-) {
-    for o in (0..co).step_by(3) {
-        let dy = dyf.as_ptr().add(o * fr.len + fr.s + 1);
-        let rows = (co - o).min(3);
-        // Missing rows read row 0 again; their sums are dropped.
-        let d1 = if rows > 1 { dy.add(fr.len) } else { dy };
-        let d2 = if rows > 2 { dy.add(2 * fr.len) } else { dy };
-        for c in 0..cin {
-            let x = xf.as_ptr().add(c * cs);
-            for ki in 0..3 {
-                let sums = dots9_avx2(x, &offs[3 * ki..3 * ki + 3], [dy, d1, d2], fr.qpad);
-                for (r, v) in sums.iter().enumerate().take(rows) {
-                    let at = ((o + r) * cin + c) * 9 + 3 * ki;
-                    dw[at..at + 3].iter_mut().zip(v).for_each(|(d, v)| *d += v);
-                }
-            }
-        }
-    }
 }
