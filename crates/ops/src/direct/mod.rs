@@ -106,15 +106,19 @@ const KC: usize = 64;
 const TILE: usize = 48;
 /// Output positions a stack aims for: enough to amortise each `∂/∂w` block's final sums.
 const TARGET_Q: usize = 1024;
-/// Narrower outputs are left to im2col: their frame wastes too many positions.
-const MIN_WIDTH: usize = 8;
-/// Wider layers are left to im2col, whose `gemm` blocks its operands for the caches; stride 2
-/// up to half as many channels. Forward and backward time of these kernels over im2col's (one
-/// thread, AVX-512, the two alternating in one process, 64 images): stride 1, 0.65× at 16
-/// channels (32×32), 0.88–0.95× at 128 (16×16), 0.98× at 256 (8×8), 1.19× at 512 (4×4, narrower
-/// than [`MIN_WIDTH`] anyway); stride 2, 0.55× for 16 → 32 channels, 0.89× for 64 → 128,
-/// 1.23× for 128 → 256.
-const MAX_CHANNELS: usize = 256;
+/// The layers each stride runs, `(narrowest output, most channels)`: the others are left to
+/// im2col (a frame drops `1/(w + 1)` of its positions; `gemm` blocks wide layers for the
+/// caches). Forward and backward time of these kernels over im2col's (AVX-512, two threads,
+/// 128 images, the two alternating in one process): stride 1, 0.74–0.80× at 64 channels
+/// (32×32), 0.89–1.03× at 128 (16×16), 0.93–1.06× at 256 (8×8), 0.86–0.99× at 512 (4×4);
+/// stride 2, 0.87–1.03× for 64 → 128 channels, 0.99–1.10× for 128 → 256, 1.21× for 256 → 512.
+fn limits(stride: usize) -> (usize, usize) {
+    if stride == 1 {
+        (4, 512)
+    } else {
+        (8, 128)
+    }
+}
 
 /// True for the geometries this module runs.
 pub(crate) fn applies(geo: &ConvGeom) -> bool {
@@ -123,10 +127,11 @@ pub(crate) fn applies(geo: &ConvGeom) -> bool {
         2 => geo.h.is_multiple_of(2) && geo.w.is_multiple_of(2),
         _ => false,
     };
+    let (min_width, max_channels) = limits(geo.s);
     strided
         && (geo.kh, geo.kw, geo.p, geo.d, geo.g) == (3, 3, 1, 1, 1)
-        && geo.ow >= MIN_WIDTH
-        && geo.c.max(geo.co) <= MAX_CHANNELS >> (geo.s - 1)
+        && geo.ow >= min_width
+        && geo.c.max(geo.co) <= max_channels
 }
 
 /// The frame of a stack of `nb` images of `h × w`, side by side.
@@ -319,10 +324,12 @@ fn pack(w: &[f32], co: usize, ci: usize, transpose: bool, taps: &[usize]) -> Vec
     p
 }
 
-/// `o[r][q] = Σ_{c, k} wp[c][k][r] · x̂[c·cs + q + offs[k]]` for the rows `r < rows` of one
-/// packed block and every `q < qpad`; `o` has row stride `ld`.
+/// `o[r][q] = Σ_{c, k} wp[c][k][r] · x̂[c·cs + q + offs[k]]` for the rows `r < rows` of `o`
+/// (row stride `ld`) and every `q < qpad`; `wp` is packed by [`pack`] for these rows and taps.
+/// Input channels go [`KC`] at a time, each pass over every block of [`MR`] rows: the pass's
+/// frames stay in the L2 cache while the blocks sweep them.
 #[allow(clippy::too_many_arguments)]
-fn conv_block(
+fn conv_rows(
     isa: Isa,
     fr: &Frame,
     (xf, cs, cin): (&[f32], usize, usize),
@@ -333,16 +340,42 @@ fn conv_block(
     ld: usize,
 ) {
     let nt = offs.len();
+    for c0 in (0..cin).step_by(KC) {
+        let kc = (cin - c0).min(KC);
+        for (b, ob) in o.chunks_mut(MR * ld).take(rows.div_ceil(MR)).enumerate() {
+            let n = (rows - b * MR).min(MR);
+            let wb = &wp[(b * cin + c0) * nt * MR..];
+            let src = (&xf[c0 * cs..], cs, kc);
+            conv_block(isa, fr, src, offs, wb, n, ob, ld, c0 > 0);
+        }
+    }
+}
+
+/// One block of [`conv_rows`] (at most [`MR`] rows) over the input channels of `xf`: added to
+/// `o` if `add`, else written.
+#[allow(clippy::too_many_arguments)]
+fn conv_block(
+    isa: Isa,
+    fr: &Frame,
+    (xf, cs, cin): (&[f32], usize, usize),
+    offs: &[usize],
+    wp: &[f32],
+    rows: usize,
+    o: &mut [f32],
+    ld: usize,
+    add: bool,
+) {
+    let nt = offs.len();
     let reach = offs.iter().max().copied().unwrap_or(0) + fr.qpad;
     assert!(cin > 0 && xf.len() >= (cin - 1) * cs + reach && wp.len() >= cin * nt * MR);
     assert!(rows > 0 && rows <= MR && o.len() >= (rows - 1) * ld + fr.qpad && ld >= fr.qpad);
     let src = (xf, cs, cin);
     match isa {
-        Isa::Portable => portable::conv_block(fr.qpad, src, offs, wp, rows, o, ld),
+        Isa::Portable => portable::conv_block(fr.qpad, src, offs, wp, rows, o, ld, add),
         #[cfg(target_arch = "x86_64")]
         _ => {
             // SAFETY: the CPU has the features (`Isa::available`); the asserts bound every access.
-            unsafe { x86::conv_block(isa == Isa::Avx512, fr.qpad, src, offs, wp, rows, o, ld) }
+            unsafe { x86::conv_block(isa == Isa::Avx512, fr.qpad, src, offs, wp, rows, o, ld, add) }
         }
     }
 }
@@ -362,25 +395,30 @@ fn weight_grad(
     let reach = offs.iter().max().copied().unwrap_or(0) + fr.qpad;
     assert!(cin > 0 && xf.len() >= (cin - 1) * cs + reach);
     assert!(dyf.len() >= co * fr.len && dw.len() >= co * cin * 9);
-    for o in (0..co).step_by(3) {
-        let rows = (co - o).min(3);
-        // Missing rows read the first again; their sums are dropped.
-        let dy: [&[f32]; 3] =
-            std::array::from_fn(|r| &dyf[(o + r.min(rows - 1)) * fr.len + fr.s + 1..][..fr.qpad]);
-        for c in 0..cin {
-            let x = &xf[c * cs..][..reach];
-            let sums = match isa {
-                Isa::Portable => portable::dots27(x, offs, dy),
-                // SAFETY: the CPU has the features (`Isa::available`); `x` holds every value
-                // `offs` and `qpad` reach, each row of `dy` its `qpad` values.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { x86::dots27_avx512(x, offs, dy) },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { x86::dots27_avx2(x, offs, dy) },
-            };
-            for (r, v) in sums.iter().enumerate().take(rows) {
-                let at = ((o + r) * cin + c) * 9;
-                dw[at..at + 9].iter_mut().zip(v).for_each(|(d, v)| *d += v);
+    // Input channels go [`KC`] at a time: their frames stay in the L2 cache while every row
+    // of `∂ŷ` passes once (all of `x̂` per output row would stream from L3 at 256 channels).
+    for c0 in (0..cin).step_by(KC) {
+        for o in (0..co).step_by(3) {
+            let rows = (co - o).min(3);
+            // Missing rows read the first again; their sums are dropped.
+            let dy: [&[f32]; 3] = std::array::from_fn(|r| {
+                &dyf[(o + r.min(rows - 1)) * fr.len + fr.s + 1..][..fr.qpad]
+            });
+            for c in c0..(c0 + KC).min(cin) {
+                let x = &xf[c * cs..][..reach];
+                let sums = match isa {
+                    Isa::Portable => portable::dots27(x, offs, dy),
+                    // SAFETY: the CPU has the features (`Isa::available`); `x` holds every value
+                    // `offs` and `qpad` reach, each row of `dy` its `qpad` values.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { x86::dots27_avx512(x, offs, dy) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { x86::dots27_avx2(x, offs, dy) },
+                };
+                for (r, v) in sums.iter().enumerate().take(rows) {
+                    let at = ((o + r) * cin + c) * 9;
+                    dw[at..at + 9].iter_mut().zip(v).for_each(|(d, v)| *d += v);
+                }
             }
         }
     }
@@ -411,11 +449,7 @@ pub(crate) fn forward(
             let fr = plan.frame(xb.len() / chw);
             let (cs, offs) = (plan.planes() * fr.len, plan.taps(&fr));
             plan.fill_input(&fr, xb, &mut xf);
-            for (b, ofb) in of.chunks_mut(MR * ld).take(co.div_ceil(MR)).enumerate() {
-                let rows = (co - b * MR).min(MR);
-                let wb = &wp[b * c * 9 * MR..];
-                conv_block(isa, &fr, (&xf, cs, c), &offs, wb, rows, ofb, ld);
-            }
+            conv_rows(isa, &fr, (&xf, cs, c), &offs, &wp, co, &mut of, ld);
             fr.unframe(&of, ld, co, |ch, j, y, src| {
                 let at = (j * co + ch) * ohw + y * geo.ow;
                 let row = &mut ob[at..at + src.len()];
@@ -486,12 +520,7 @@ pub(crate) fn backward(
                 weight_grad(isa, &fr, (&xf, cs, c), &plan.taps(&fr), &dyf, co, &mut dw);
                 for ((a, b), taps, wt) in &passes {
                     let offs: Vec<usize> = taps.iter().map(|&t| plan.dx_offset(&fr, t)).collect();
-                    let nt = offs.len();
-                    for (blk, dxfb) in dxf.chunks_mut(MR * ld).take(c.div_ceil(MR)).enumerate() {
-                        let rows = (c - blk * MR).min(MR);
-                        let wb = &wt[blk * co * nt * MR..];
-                        conv_block(isa, &fr, (&dyf, fr.len, co), &offs, wb, rows, dxfb, ld);
-                    }
+                    conv_rows(isa, &fr, (&dyf, fr.len, co), &offs, wt, c, &mut dxf, ld);
                     let (s, h, w) = (geo.s, geo.h, geo.w);
                     fr.unframe(&dxf, ld, c, |ch, j, y, src| {
                         let at = (j * c + ch) * h * w + (s * y + a) * w + b;
@@ -559,6 +588,7 @@ mod tests {
             (70, 4, 8, 8, 17, 1, false),
             (2, 2, 33, 32, 9, 1, true),
             (2, 70, 8, 9, 66, 1, true),
+            (40, 70, 4, 4, 9, 1, false),
             (2, 3, 16, 18, 5, 2, true),
             (30, 2, 16, 16, 9, 2, false),
             (2, 70, 18, 16, 66, 2, false),

@@ -4,6 +4,7 @@
 use super::MR;
 
 /// [`super::conv_block`].
+#[allow(clippy::too_many_arguments)]
 pub(super) fn conv_block(
     qpad: usize,
     (xf, cs, cin): (&[f32], usize, usize),
@@ -12,9 +13,10 @@ pub(super) fn conv_block(
     rows: usize,
     o: &mut [f32],
     ld: usize,
+    add: bool,
 ) {
     let nt = offs.len();
-    for r in 0..rows {
+    for r in (0..rows).filter(|_| !add) {
         o[r * ld..r * ld + qpad].fill(0.0);
     }
     for c in 0..cin {

@@ -18,17 +18,18 @@ pub(super) unsafe fn conv_block(
     rows: usize,
     o: &mut [f32],
     ld: usize,
+    add: bool,
 ) {
     let (x, op) = (xf.as_ptr(), o.as_mut_ptr());
     macro_rules! go {
         ($nt:literal) => {{
             let offs: &[usize; $nt] = offs.try_into().expect("tap count");
             if avx512 {
-                conv_block_avx512::<$nt>(qpad, x, cs, cin, offs, wp.as_ptr(), rows, op, ld)
+                conv_block_avx512::<$nt>(qpad, x, cs, cin, offs, wp.as_ptr(), rows, op, ld, add)
             } else {
                 for r0 in (0..rows).step_by(4) {
                     let (w, n) = (wp.as_ptr().add(r0), (rows - r0).min(4));
-                    conv_block_avx2::<$nt>(qpad, x, cs, cin, offs, w, n, op.add(r0 * ld), ld)
+                    conv_block_avx2::<$nt>(qpad, x, cs, cin, offs, w, n, op.add(r0 * ld), ld, add)
                 }
             }
         }};
@@ -56,12 +57,13 @@ unsafe fn conv_block_avx512<const NT: usize>(
     rows: usize,
     op: *mut f32,
     ld: usize,
+    add: bool,
 ) {
     for c0 in (0..cin).step_by(KC) {
         let mut q = 0;
         while q < qpad {
             let mut acc = [[_mm512_setzero_ps(); 3]; MR];
-            if c0 > 0 {
+            if c0 > 0 || add {
                 for (r, ar) in acc.iter_mut().enumerate().take(rows) {
                     for (k, a) in ar.iter_mut().enumerate() {
                         *a = _mm512_loadu_ps(op.add(r * ld + q + 16 * k));
@@ -118,12 +120,13 @@ unsafe fn conv_block_avx2<const NT: usize>(
     rows: usize,
     op: *mut f32,
     ld: usize,
+    add: bool,
 ) {
     for c0 in (0..cin).step_by(KC) {
         let mut q = 0;
         while q < qpad {
             let mut acc = [[_mm256_setzero_ps(); 3]; 4];
-            if c0 > 0 {
+            if c0 > 0 || add {
                 for (r, ar) in acc.iter_mut().enumerate().take(rows) {
                     for (k, a) in ar.iter_mut().enumerate() {
                         *a = _mm256_loadu_ps(op.add(r * ld + q + 8 * k));
@@ -222,12 +225,43 @@ pub(super) unsafe fn dots27_avx512(x: &[f32], offs: &[usize; 9], dy: [&[f32]; 3]
         );
         q += 16;
     }
-    let r = |v: [__m512; 9]| v.map(|v| _mm512_reduce_add_ps(v));
-    [
-        r([a0, a1, a2, a3, a4, a5, a6, a7, a8]),
-        r([b0, b1, b2, b3, b4, b5, b6, b7, b8]),
-        r([c0, c1, c2, c3, c4, c5, c6, c7, c8]),
-    ]
+    let mut sums = [0.0f32; 32];
+    let lo = hsum16([
+        a0, a1, a2, a3, a4, a5, a6, a7, a8, b0, b1, b2, b3, b4, b5, b6,
+    ]);
+    let hi = hsum16([b7, b8, c0, c1, c2, c3, c4, c5, c6, c7, c8, z, z, z, z, z]);
+    _mm512_storeu_ps(sums.as_mut_ptr(), lo);
+    _mm512_storeu_ps(sums.as_mut_ptr().add(16), hi);
+    std::array::from_fn(|r| std::array::from_fn(|t| sums[9 * r + t]))
+}
+
+/// The lane sums of 16 vectors as one vector (`[Σ v[0], …, Σ v[15]]`): a tree that adds pairs
+/// of interleaved vectors, 15 additions and 30 shuffles where 16 separate reductions take 64
+/// shuffles and additions.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn hsum16(v: [__m512; 16]) -> __m512 {
+    // Per 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] for each pair (a, b).
+    let l1: [__m512; 8] = std::array::from_fn(|i| {
+        let (a, b) = (v[2 * i], v[2 * i + 1]);
+        _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+    });
+    // Per 128-bit lane: the lane's sum of each of four vectors.
+    let l2: [__m512; 4] = std::array::from_fn(|i| {
+        let (s, t) = (l1[2 * i], l1[2 * i + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0b01_00_01_00>(s, t),
+            _mm512_shuffle_ps::<0b11_10_11_10>(s, t),
+        )
+    });
+    // Lanes 0 + 1 and 2 + 3 of two groups of four, then the two halves added.
+    let fold = |u: __m512, w: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(u, w),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(u, w),
+        )
+    };
+    fold(fold(l2[0], l2[1]), fold(l2[2], l2[3]))
 }
 
 /// [`dots27_avx512`] with AVX2 + FMA, one kernel row (three taps) at a time: 9 sums in
