@@ -1,6 +1,6 @@
 //! The framed layouts of [`super`]: where each image, row and tap of a stack lies.
 
-use super::{SHIFTED_MIN_CHANNELS, TARGET_Q, TILE};
+use super::{SHIFTED_MAX_WIDTH, SHIFTED_MIN_CHANNELS, TARGET_Q, TILE};
 use crate::conv::ConvGeom;
 
 /// The frame of a stack of `nb` images of `h × w`, side by side.
@@ -125,7 +125,7 @@ impl Plan {
     }
     /// Whether a layer uses the shifted-planes layout (see [`SHIFTED_MIN_CHANNELS`]).
     pub(super) fn shifted(geo: &ConvGeom) -> bool {
-        geo.s == 1 && geo.c.min(geo.co) >= SHIFTED_MIN_CHANNELS
+        geo.s == 1 && geo.ow <= SHIFTED_MAX_WIDTH && geo.c.min(geo.co) >= SHIFTED_MIN_CHANNELS
     }
     /// Frame of a stack of `m` images.
     pub(super) fn frame(&self, m: usize) -> Frame {

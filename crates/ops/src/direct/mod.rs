@@ -10,7 +10,7 @@
 //! microkernel over `q` runs all taps from registers, and the stack's extra positions (the zero
 //! columns, `1/w` of the work) are computed and dropped.
 //!
-//! Layers with 64 channels or more frame three *shifted planes* instead, without zero columns:
+//! Layers 8 wide or narrower with 64 channels or more frame three *shifted planes* instead, without zero columns:
 //! plane `kj` holds column `x + kj − 1` at `x` (zero outside the image), so tap `(ki, kj)` reads
 //! plane `kj` at `q + ki·s` with `q = y·s + j·w + x`. Nothing is dropped, and with `s` and the
 //! plane length multiples of 16 on a 64-byte-aligned frame every vector load is aligned.
@@ -112,12 +112,18 @@ const MR: usize = 8;
 const KC: usize = 64;
 /// Output positions per microkernel tile (three AVX-512 vectors, six AVX2 ones).
 const TILE: usize = 48;
-/// Layers with at least this many input and output channels run stride 1 on shifted planes:
-/// three copies of each frame, plane `k` shifted by `k − 1` columns with its own zero padding,
-/// so that no position is dropped (`1/(w + 1)` of the work otherwise) and, with a row stride
-/// that is a multiple of 16, every vector load of the kernels is aligned (∂/∂w runs about
-/// 1.2× faster on aligned loads). Narrower layers spend more on the three copies than they gain.
+/// Stride-1 layers at most [`SHIFTED_MAX_WIDTH`] wide with at least this many input and output
+/// channels run on shifted planes: three copies of each frame, plane `k` shifted by `k − 1`
+/// columns with its own zero padding, so that no position is dropped (`1/(w + 1)` of the work
+/// otherwise) and, with a row stride that is a multiple of 16, every vector load is aligned
+/// (∂/∂w alone runs about 1.2× faster on aligned loads). The three planes cost three copies and
+/// about twice the L1 refills per tap row. Time against the one-plane layout (two threads,
+/// alternating in one process): 0.86–0.89× at 512 channels 4×4, 0.96–0.99× at 256 channels 8×8,
+/// 1.01× at 128 channels 16×16, 0.93–1.08× at 64 channels 32×32, and 1.07–1.19× at 16 and 32
+/// channels (32×32, 16×16).
 const SHIFTED_MIN_CHANNELS: usize = 64;
+/// See [`SHIFTED_MIN_CHANNELS`].
+const SHIFTED_MAX_WIDTH: usize = 8;
 /// Output positions a stack aims for: enough to amortise each `∂/∂w` block's final sums.
 const TARGET_Q: usize = 1024;
 /// The layers each stride runs, `(narrowest output, most channels)`: the others are left to
@@ -415,7 +421,8 @@ mod tests {
     /// Every kernel this CPU runs agrees with the im2col convolution, forward and backward:
     /// channel counts off the block sizes (1, 3, 5, 17 rows), one to several images per stack
     /// and a partial last stack, non-square images, more channels than one pass takes ([`KC`]),
-    /// bias, and stride 2 (each input phase and its `∂/∂x` pass).
+    /// bias, shifted planes (4×4 and 8×8 with many images per stack, 5×7 with an unaligned row
+    /// stride), and stride 2 (each input phase and its `∂/∂x` pass).
     /// `KD_OPS_ISA` picks a set the CPU runs and refuses, naming itself, one it does not.
     #[test]
     fn isa_cap() {
