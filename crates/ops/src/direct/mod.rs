@@ -156,7 +156,8 @@ pub(crate) fn applies(geo: &ConvGeom) -> bool {
 
 /// Packs `w` (`[co][ci][9]`) for a pass over `taps`: `[rows/MR][inputs][taps][MR]`, zero rows
 /// past the end. The forward pass has rows = output channels, inputs = input channels;
-/// `∂/∂x` (`transpose`) the other way round.
+/// `∂/∂x` (`transpose`) the other way round. One rayon task per block of [`MR`] rows (a layer of
+/// 512 channels packs 2.4 M weights on every pass).
 fn pack(w: &[f32], co: usize, ci: usize, transpose: bool, taps: &[usize]) -> Vec<f32> {
     let (rows, ins, nt) = if transpose {
         (ci, co, taps.len())
@@ -164,14 +165,19 @@ fn pack(w: &[f32], co: usize, ci: usize, transpose: bool, taps: &[usize]) -> Vec
         (co, ci, taps.len())
     };
     let mut p = vec![0.0f32; rows.div_ceil(MR) * MR * ins * nt];
-    for r in 0..rows {
-        for i in 0..ins {
-            for (k, &t) in taps.iter().enumerate() {
-                let (o, c) = if transpose { (i, r) } else { (r, i) };
-                p[(((r / MR) * ins + i) * nt + k) * MR + r % MR] = w[(o * ci + c) * 9 + t];
+    p.par_chunks_mut(ins * nt * MR)
+        .enumerate()
+        .for_each(|(b, pb)| {
+            for r in b * MR..(b * MR + MR).min(rows) {
+                for i in 0..ins {
+                    let (o, c) = if transpose { (i, r) } else { (r, i) };
+                    let src = &w[(o * ci + c) * 9..][..9];
+                    for (k, &t) in taps.iter().enumerate() {
+                        pb[(i * nt + k) * MR + r % MR] = src[t];
+                    }
+                }
             }
-        }
-    }
+        });
     p
 }
 
