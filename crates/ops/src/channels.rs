@@ -75,7 +75,8 @@ pub(crate) fn concat_cpu<T: Tape<f32, Cpu>>(
                 }
                 off += ci;
             }
-            util::put_grad(grads, &out_id, dout)
+            util::release_grad(dout);
+            Ok(())
         });
     }
     out.put_tape(tape)
@@ -119,7 +120,7 @@ pub(crate) fn split_cpu<T: Tape<f32, Cpu>>(
                         *d += s;
                     }
                 }
-                util::put_grad(grads, o, g)?;
+                util::release_grad(g);
                 off += ci;
             }
             Ok(())
@@ -191,7 +192,8 @@ pub(crate) fn channel_sq_mean_cpu<T: Tape<f32, Cpu>>(
                         }
                     }
                 });
-            util::put_grad(grads, &out_id, g)
+            util::release_grad(g);
+            Ok(())
         });
     }
     out.put_tape(tape)

@@ -492,7 +492,7 @@ pub(crate) fn conv2d_cpu<T: Tape<f32, Cpu>>(
             let xv = util::read4(&x);
             let dx = util::grad_mut(grads, &x)?;
             let (dw, db) = backward_cpu(&geo, &xv, &wv, &dout, dx, bias.is_some());
-            util::put_grad(grads, &out_id, dout)?;
+            util::release_grad(dout);
             util::add_grad(grads, &weight, &dw)?;
             if let Some(b) = &bias {
                 util::add_grad(grads, b, &db)?;

@@ -263,7 +263,7 @@ fn bn_cpu<T: Tape<f32, Cpu>>(
             let dy = util::take_grad(grads, &out_id)?;
             let xv = util::read4(&x);
             let (dg, db) = saved.backward(&xv, &dy, util::grad_mut(grads, &x)?);
-            util::put_grad(grads, &out_id, dy)?;
+            util::release_grad(dy);
             util::add_grad(grads, &weight, &dg)?;
             util::add_grad(grads, &bias, &db)
         });
@@ -418,7 +418,8 @@ pub(crate) fn add_relu_cpu<T: Tape<f32, Cpu>>(
                     });
             }
             util::put_grad(grads, &a, da)?;
-            util::put_grad(grads, &out_id, g)
+            util::release_grad(g);
+            Ok(())
         });
     }
     out.put_tape(tape)

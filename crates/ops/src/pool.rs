@@ -131,7 +131,8 @@ pub(crate) fn max_window_cpu<T: Tape<f32, Cpu>>(
                         }
                     }
                 });
-            util::put_grad(grads, &out_id, dout)
+            util::release_grad(dout);
+            Ok(())
         });
     }
     out.put_tape(tape)
@@ -188,7 +189,8 @@ pub(crate) fn avg_window_cpu<T: Tape<f32, Cpu>>(
                         }
                     }
                 });
-            util::put_grad(grads, &out_id, dout)
+            util::release_grad(dout);
+            Ok(())
         });
     }
     out.put_tape(tape)
@@ -210,7 +212,8 @@ pub(crate) fn weighted_cpu<T: Tape<f32, Cpu>>(
         tape.add_backward_op(move |grads| {
             let dout = util::take_grad(grads, &out_id)?;
             st.weighted_backward(&dout, util::grad_mut(grads, &x)?);
-            util::put_grad(grads, &out_id, dout)
+            util::release_grad(dout);
+            Ok(())
         });
     }
     out.put_tape(tape)

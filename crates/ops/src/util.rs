@@ -166,12 +166,21 @@ pub(crate) fn read_vec<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
 }
 
 /// Moves the gradient buffer of `t` out of `grads` (allocating zeros first if it is absent).
-/// Give it back with [`put_grad`] once the backward op is done with it.
+/// Give it back with [`put_grad`] once the backward op is done with it, or, for the op's own
+/// output, end it with [`release_grad`].
 pub(crate) fn take_grad<S: Shape>(
     grads: &mut Gradients<f32, Cpu>,
     t: &Tensor<S, f32, Cpu>,
 ) -> Result<Vec<f32>, CpuError> {
     Ok(std::mem::take(&mut **grads.get_or_alloc_mut(t)?))
+}
+
+/// Ends an op's output gradient taken with [`take_grad`]: the op's backward pass is its last
+/// reader (every consumer's ran before), so the buffer is freed now and the entry stays empty.
+/// The next backward op's allocations then reuse the memory while it is cache-warm, and the
+/// backward pass holds one activation gradient less at a time.
+pub(crate) fn release_grad(v: Vec<f32>) {
+    drop(v);
 }
 
 /// Returns a buffer taken with [`take_grad`].
