@@ -183,8 +183,9 @@ fn pack(w: &[f32], co: usize, ci: usize, transpose: bool, taps: &[usize]) -> Vec
 
 /// `o[r][q] = Σ_{c, k} wp[c][k][r] · x̂[c·cs + q + offs[k]]` for the rows `r < rows` of `o`
 /// (row stride `ld`) and every `q < qpad`; `wp` is packed by [`pack`] for these rows and taps.
-/// Input channels go [`KC`] at a time, each pass over every block of [`MR`] rows: the pass's
-/// frames stay in the L2 cache while the blocks sweep them.
+/// Input channels go [`KC`] at a time, each pass over every block of [`MR`] rows (one kernel
+/// call, which adds to the block after the first pass): the pass's frames stay in the L2 cache
+/// while the blocks sweep them.
 #[allow(clippy::too_many_arguments)]
 fn conv_rows(
     isa: Isa,
@@ -196,43 +197,25 @@ fn conv_rows(
     o: &mut [f32],
     ld: usize,
 ) {
-    let nt = offs.len();
+    let (nt, qpad) = (offs.len(), fr.qpad);
+    let reach = offs.iter().max().copied().unwrap_or(0) + qpad;
+    let blocks = rows.div_ceil(MR);
+    assert!(cin > 0 && xf.len() >= (cin - 1) * cs + reach && wp.len() >= blocks * cin * nt * MR);
+    assert!(rows > 0 && o.len() >= (rows - 1) * ld + qpad && ld >= qpad);
     for c0 in (0..cin).step_by(KC) {
-        let kc = (cin - c0).min(KC);
-        for (b, ob) in o.chunks_mut(MR * ld).take(rows.div_ceil(MR)).enumerate() {
-            let n = (rows - b * MR).min(MR);
+        let src = (&xf[c0 * cs..], cs, (cin - c0).min(KC));
+        for (b, ob) in o.chunks_mut(MR * ld).take(blocks).enumerate() {
+            let (n, add) = ((rows - b * MR).min(MR), c0 > 0);
             let wb = &wp[(b * cin + c0) * nt * MR..];
-            let src = (&xf[c0 * cs..], cs, kc);
-            conv_block(isa, fr, src, offs, wb, n, ob, ld, c0 > 0);
-        }
-    }
-}
-
-/// One block of [`conv_rows`] (at most [`MR`] rows) over the input channels of `xf`: added to
-/// `o` if `add`, else written.
-#[allow(clippy::too_many_arguments)]
-fn conv_block(
-    isa: Isa,
-    fr: &Frame,
-    (xf, cs, cin): (&[f32], usize, usize),
-    offs: &[usize],
-    wp: &[f32],
-    rows: usize,
-    o: &mut [f32],
-    ld: usize,
-    add: bool,
-) {
-    let nt = offs.len();
-    let reach = offs.iter().max().copied().unwrap_or(0) + fr.qpad;
-    assert!(cin > 0 && xf.len() >= (cin - 1) * cs + reach && wp.len() >= cin * nt * MR);
-    assert!(rows > 0 && rows <= MR && o.len() >= (rows - 1) * ld + fr.qpad && ld >= fr.qpad);
-    let src = (xf, cs, cin);
-    match isa {
-        Isa::Portable => portable::conv_block(fr.qpad, src, offs, wp, rows, o, ld, add),
-        #[cfg(target_arch = "x86_64")]
-        _ => {
-            // SAFETY: the CPU has the features (`Isa::available`); the asserts bound every access.
-            unsafe { x86::conv_block(isa == Isa::Avx512, fr.qpad, src, offs, wp, rows, o, ld, add) }
+            match isa {
+                Isa::Portable => portable::conv_block(qpad, src, offs, wb, n, ob, ld, add),
+                // SAFETY: the CPU has the features (`Isa::available`); the asserts bound every
+                // access (each block's rows, weights and frame reads lie inside them).
+                #[cfg(target_arch = "x86_64")]
+                _ => unsafe {
+                    x86::conv_block(isa == Isa::Avx512, qpad, src, offs, wb, n, ob, ld, add)
+                },
+            }
         }
     }
 }

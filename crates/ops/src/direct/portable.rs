@@ -3,7 +3,7 @@
 
 use super::MR;
 
-/// [`super::conv_block`].
+/// One block of [`super::conv_rows`] (at most 8 rows; added to `o` if `add`, else written).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv_block(
     qpad: usize,

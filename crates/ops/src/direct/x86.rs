@@ -3,11 +3,12 @@
 use super::{KC, MR};
 use std::arch::x86_64::*;
 
-/// [`super::conv_block`] with AVX-512 (`avx512`) or AVX2 + FMA.
+/// One block of [`super::conv_rows`] (at most 8 rows, over at most one pass of input channels;
+/// added to `o` if `add`, else written) with AVX-512 (`avx512`) or AVX2 + FMA.
 ///
 /// # Safety
 /// The CPU runs the chosen set; the frame holds every value `offs` and `qpad` reach, `wp` every
-/// packed weight and `o` every row (`super::conv_block` asserts this).
+/// packed weight and `o` every row (`super::conv_rows` asserts this).
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn conv_block(
     avx512: bool,
