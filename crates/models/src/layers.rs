@@ -6,7 +6,7 @@ use crate::collection::{peek, runtime_options};
 use dfdx::nn::{Module, ModuleMut, ModuleVisitor, TensorCollection};
 use dfdx::prelude::*;
 use kd_ops::layers::fill_zeros;
-use kd_ops::{adaptive_avg_pool2d, BatchNorm2d, OpsDevice, Shape4};
+use kd_ops::{adaptive_avg_pool2d, conv_bn2d_train, BatchNorm2d, Conv2d, OpsDevice, Shape4};
 
 /// A `[rows, cols]` tensor: logits `[b, K]`, embeddings `[b, C]`, ONE's gate `[b, m]`.
 pub type Mat<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
@@ -32,6 +32,21 @@ pub fn bn<D: OpsDevice, T: Tape<f32, D>>(
     match mode {
         Mode::Train => layer.forward_mut(x),
         Mode::Eval => layer.forward(x),
+    }
+}
+
+/// Applies a convolution (no bias) and then a BatchNorm2d in `mode`: in training, one op
+/// ([`kd_ops::conv_bn2d_train`]: the same values and gradients, without a gradient buffer for
+/// the convolution's output).
+pub fn conv_bn<D: OpsDevice, T: Tape<f32, D>>(
+    conv: &Conv2d<D>,
+    layer: &mut BatchNorm2d<D>,
+    x: Map4<D, T>,
+    mode: Mode,
+) -> Map4<D, T> {
+    match mode {
+        Mode::Train => conv_bn2d_train(x, conv, layer),
+        Mode::Eval => layer.forward(conv.forward(x)),
     }
 }
 

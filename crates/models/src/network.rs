@@ -19,7 +19,7 @@
 
 use crate::arch::ArchSpec;
 use crate::collection::peek;
-use crate::layers::{bn, gap, Linear, Map4, Mat, Mode};
+use crate::layers::{bn, conv_bn, gap, Linear, Map4, Mat, Mode};
 use crate::outputs::Outputs;
 use crate::stage::{conv_out_shape, Stage};
 use dfdx::nn::{Module, ModuleVisitor, NumParams, TensorCollection};
@@ -224,13 +224,12 @@ impl<D: OpsDevice> Network<D> {
         x: Map4<D, T>,
         mode: Mode,
     ) -> (Vec<Map4<D>>, Map4<D, T>) {
-        let mut x = x;
-        if let Some(c) = &self.conv1 {
-            x = c.forward(x);
-        }
-        if let Some(b) = &mut self.bn1 {
-            x = bn(b, x, mode);
-        }
+        let mut x = match (&self.conv1, &mut self.bn1) {
+            (Some(c), Some(b)) => conv_bn(c, b, x, mode),
+            (Some(c), None) => c.forward(x),
+            (None, Some(b)) => bn(b, x, mode),
+            (None, None) => x,
+        };
         let mut shared = Vec::with_capacity(self.stages.len());
         for s in &mut self.stages {
             let (y, tape) = s.forward(x, mode).split_tape();

@@ -12,7 +12,7 @@
 
 use crate::arch::{ArchSpec, NetConfig};
 use crate::layers::Linear;
-use crate::layers::{bn, fork, Map4, Mode};
+use crate::layers::{bn, conv_bn, fork, Map4, Mode};
 use crate::network::{Head, Network};
 use crate::stage::{Block, BlockKind, Shortcut, Stage, StageKind};
 use dfdx::nn::Module;
@@ -55,7 +55,7 @@ impl<D: OpsDevice> Block<D> {
                 (bn(&mut self.bn1, x, mode), x2)
             }
         };
-        let out = bn(&mut self.bn2, self.conv1.forward(a), mode);
+        let out = conv_bn(&self.conv1, &mut self.bn2, a, mode);
         self.conv2.forward(out) + sc
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::arch::{ArchSpec, NetConfig};
 use crate::layers::Linear;
-use crate::layers::{bn, fork, Map4, Mode};
+use crate::layers::{conv_bn, fork, Map4, Mode};
 use crate::network::{Head, Network};
 use crate::stage::{Block, BlockKind, Shortcut, Stage, StageKind};
 use dfdx::nn::Module;
@@ -41,16 +41,13 @@ impl<D: OpsDevice> Block<D> {
         mode: Mode,
     ) -> Map4<D, T> {
         let (x, x2) = fork(x);
-        let out = bn(&mut self.bn1, self.conv1.forward(x), mode);
-        let out = bn(&mut self.bn2, self.conv2.forward(out), mode);
+        let out = conv_bn(&self.conv1, &mut self.bn1, x, mode);
+        let out = conv_bn(&self.conv2, &mut self.bn2, out, mode);
         let sc = match &mut self.shortcut {
-            Some(s) => {
-                let y = s.conv.forward(x2);
-                match &mut s.bn {
-                    Some(b) => bn(b, y, mode),
-                    None => y,
-                }
-            }
+            Some(s) => match &mut s.bn {
+                Some(b) => conv_bn(&s.conv, b, x2, mode),
+                None => s.conv.forward(x2),
+            },
             None => x2,
         };
         add_relu(out, sc)

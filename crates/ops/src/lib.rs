@@ -34,7 +34,7 @@ pub use conv::{conv2d, Conv2dCfg};
 pub use direct::{conv_isa, ISA_ENV};
 pub use layers::{BatchNorm2d, Conv2d, Conv2dBiased};
 pub use malloc::{keep_large_allocations, KEEP_LARGE_ALLOCATIONS_ENV};
-pub use norm::{add_relu, batch_norm2d_eval, batch_norm2d_train, BatchNormCfg};
+pub use norm::{add_relu, batch_norm2d_eval, batch_norm2d_train, conv_bn2d_train, BatchNormCfg};
 pub use pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d, Pool2dCfg};
 pub use upsample::upsample_bilinear2x;
 
@@ -116,6 +116,14 @@ pub trait OpsDevice: Device<f32> + dfdx::tensor::Synchronize {
     fn channel_sq_mean_op<T: Tape<f32, Self>>(
         x: Tensor<Shape4, f32, Self, T>,
     ) -> Tensor<(usize, usize), f32, Self, T>;
+    /// By default the convolution, then the BatchNorm.
+    fn conv_bn2d_train_op<T: Tape<f32, Self>>(
+        x: Tensor<Shape4, f32, Self, T>,
+        conv: &Conv2d<Self>,
+        bn: &mut BatchNorm2d<Self>,
+    ) -> Tensor<Shape4, f32, Self, T> {
+        norm::conv_then_bn(x, conv, bn)
+    }
 }
 
 /// The CPU: fused multi-threaded kernels on the rayon pool.
@@ -230,6 +238,16 @@ impl OpsDevice for Cpu {
             return generic::channel_sq_mean(x);
         }
         channels::channel_sq_mean_cpu(x)
+    }
+    fn conv_bn2d_train_op<T: Tape<f32, Self>>(
+        x: Tensor<Shape4, f32, Self, T>,
+        conv: &Conv2d<Self>,
+        bn: &mut BatchNorm2d<Self>,
+    ) -> Tensor<Shape4, f32, Self, T> {
+        if generic_on_cpu() {
+            return norm::conv_then_bn(x, conv, bn);
+        }
+        norm::conv_bn_train_cpu(x, conv, bn)
     }
 }
 

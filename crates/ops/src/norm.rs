@@ -1,4 +1,5 @@
-//! Fused BatchNorm2d (+ optional ReLU) and residual add + ReLU.
+//! Fused BatchNorm2d (+ optional ReLU), convolution + BatchNorm as one op, and residual add +
+//! ReLU.
 //!
 //! Training mode normalises with the batch statistics over `(N, H, W)` (biased variance) and
 //! updates the running statistics as PyTorch does: `running = (1 − momentum)·running +
@@ -6,7 +7,9 @@
 //! `running_var`. Evaluation mode normalises with the running statistics. Both are
 //! `y = (x − μ)/√(σ² + eps)·γ + β`, followed by `max(y, 0)` when `relu` is set.
 
+use crate::conv::ConvGeom;
 use crate::lanes::{self, LANES};
+use crate::layers::{BatchNorm2d, Conv2d};
 use crate::{shared, util};
 use crate::{OpsDevice, Shape4};
 use dfdx::prelude::*;
@@ -271,26 +274,24 @@ fn bn_cpu<T: Tape<f32, Cpu>>(
     out.put_tape(tape)
 }
 
-/// CPU fast path of [`batch_norm2d_train`].
-pub(crate) fn bn_train_cpu<T: Tape<f32, Cpu>>(
-    x: Tensor<Shape4, f32, Cpu, T>,
+/// The batch statistics of `xv` (`shape`), the running statistics updated with them (PyTorch's
+/// rule), and the state the backward pass needs.
+fn train_stats(
+    xv: &[f32],
+    shape: Shape4,
     weight: &Tensor<(usize,), f32, Cpu>,
     bias: &Tensor<(usize,), f32, Cpu>,
     running_mean: &mut Tensor<(usize,), f32, Cpu>,
     running_var: &mut Tensor<(usize,), f32, Cpu>,
     cfg: BatchNormCfg,
-) -> Tensor<Shape4, f32, Cpu, T> {
-    let shape = *x.shape();
-    check_bn(shape, [weight, bias, running_mean, running_var]);
+) -> BnSaved {
     let (n, c, h, w) = shape;
     let (hw, m) = (h * w, n * h * w);
     assert!(
         m > 1,
         "batch_norm2d: training needs more than one value per channel, input is {shape:?}"
     );
-    let (x, tape) = x.contiguous().split_tape();
-    let xv = util::read4(&x);
-    let (mean, var) = batch_stats(&xv, n, c, hw);
+    let (mean, var) = batch_stats(xv, n, c, hw);
     let (g, b) = (util::read(weight), util::read(bias));
     let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + cfg.eps).sqrt()).collect();
     let scale: Vec<f32> = g.iter().zip(&invstd).map(|(g, i)| g * i).collect();
@@ -313,7 +314,7 @@ pub(crate) fn bn_train_cpu<T: Tape<f32, Cpu>>(
         .collect();
     running_mean.copy_from(&rm);
     running_var.copy_from(&rv);
-    let saved = BnSaved {
+    BnSaved {
         c,
         hw,
         scale,
@@ -322,8 +323,94 @@ pub(crate) fn bn_train_cpu<T: Tape<f32, Cpu>>(
         invstd,
         relu: cfg.relu,
         train: true,
-    };
+    }
+}
+
+/// CPU fast path of [`batch_norm2d_train`].
+pub(crate) fn bn_train_cpu<T: Tape<f32, Cpu>>(
+    x: Tensor<Shape4, f32, Cpu, T>,
+    weight: &Tensor<(usize,), f32, Cpu>,
+    bias: &Tensor<(usize,), f32, Cpu>,
+    running_mean: &mut Tensor<(usize,), f32, Cpu>,
+    running_var: &mut Tensor<(usize,), f32, Cpu>,
+    cfg: BatchNormCfg,
+) -> Tensor<Shape4, f32, Cpu, T> {
+    let shape = *x.shape();
+    check_bn(shape, [weight, bias, running_mean, running_var]);
+    let (x, tape) = x.contiguous().split_tape();
+    let xv = util::read4(&x);
+    let saved = train_stats(&xv, shape, weight, bias, running_mean, running_var, cfg);
     bn_cpu(x, tape, &xv, weight, bias, saved)
+}
+
+/// [`conv_bn2d_train`] as its two ops, one after the other (every device but the CPU).
+pub(crate) fn conv_then_bn<D: OpsDevice, T: Tape<f32, D>>(
+    x: Tensor<Shape4, f32, D, T>,
+    conv: &Conv2d<D>,
+    bn: &mut BatchNorm2d<D>,
+) -> Tensor<Shape4, f32, D, T> {
+    let z = D::conv2d_op(x, &conv.weight, None, conv.cfg);
+    let (rm, rv) = (&mut bn.running_mean, &mut bn.running_var);
+    D::batch_norm2d_train_op(z, &bn.weight, &bn.bias, rm, rv, bn.cfg)
+}
+
+/// CPU fast path of [`conv_bn2d_train`]: the convolution's output stays a buffer of this op (no
+/// dfdx tensor, so no gradient buffer for dfdx to zero-fill on one thread), and the BatchNorm
+/// backward pass hands its `∂/∂z` straight to the convolution's. The same values and gradients
+/// as the two ops one after the other, bit for bit.
+pub(crate) fn conv_bn_train_cpu<T: Tape<f32, Cpu>>(
+    x: Tensor<Shape4, f32, Cpu, T>,
+    conv: &Conv2d<Cpu>,
+    bn: &mut BatchNorm2d<Cpu>,
+) -> Tensor<Shape4, f32, Cpu, T> {
+    let geo = ConvGeom::new(*x.shape(), *conv.weight.shape(), conv.cfg);
+    let shape = geo.out_shape();
+    check_bn(
+        shape,
+        [&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var],
+    );
+    let (x, mut tape) = x.contiguous().split_tape();
+    let wv = util::read(&conv.weight);
+    let z = {
+        let xv = util::read4(&x);
+        crate::conv::forward_cpu(&geo, &xv, &wv, None)
+    };
+    let saved = train_stats(
+        &z,
+        shape,
+        &bn.weight,
+        &bn.bias,
+        &mut bn.running_mean,
+        &mut bn.running_var,
+        bn.cfg,
+    );
+    let out = affine_forward(
+        &z,
+        saved.c,
+        saved.hw,
+        &saved.scale,
+        &saved.shift,
+        saved.relu,
+    );
+    let (out, published) = shared::publish(x.device(), out, shape, T::OWNS_TAPE);
+    if T::OWNS_TAPE {
+        let out_id = out.clone();
+        let (weight, gamma, beta) = (conv.weight.clone(), bn.weight.clone(), bn.bias.clone());
+        tape.add_backward_op(move |grads| {
+            drop(published);
+            let dy = util::take_grad(grads, &out_id)?;
+            let mut dz = util::zeros(z.len());
+            let (dg, db) = saved.backward(&z, &dy, &mut dz);
+            util::release_grad(dy);
+            let xv = util::read4(&x);
+            let dx = util::grad_mut(grads, &x)?;
+            let (dw, _) = crate::conv::backward_cpu(&geo, &xv, &wv, &dz, dx, false);
+            util::add_grad(grads, &weight, &dw)?;
+            util::add_grad(grads, &gamma, &dg)?;
+            util::add_grad(grads, &beta, &db)
+        });
+    }
+    out.put_tape(tape)
 }
 
 /// CPU fast path of [`batch_norm2d_eval`].
@@ -437,6 +524,18 @@ pub fn batch_norm2d_train<D: OpsDevice, T: Tape<f32, D>>(
     cfg: BatchNormCfg,
 ) -> Tensor<Shape4, f32, D, T> {
     D::batch_norm2d_train_op(x, weight, bias, running_mean, running_var, cfg)
+}
+
+/// `bn(conv(x))` in training mode (the convolution without bias, then
+/// [`batch_norm2d_train`] with `bn`'s parameters, configuration and running statistics, which
+/// it updates): the same values and gradients as the two ops, as one op where the device has a
+/// fused path (the CPU: see `conv_bn_train_cpu`).
+pub fn conv_bn2d_train<D: OpsDevice, T: Tape<f32, D>>(
+    x: Tensor<Shape4, f32, D, T>,
+    conv: &Conv2d<D>,
+    bn: &mut BatchNorm2d<D>,
+) -> Tensor<Shape4, f32, D, T> {
+    D::conv_bn2d_train_op(x, conv, bn)
 }
 
 /// Evaluation-mode BatchNorm2d: normalises with the running statistics (`cfg.momentum` unused),

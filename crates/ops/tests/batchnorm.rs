@@ -265,3 +265,79 @@ fn mismatched_channels_panic_with_the_values() {
         BatchNormCfg::default(),
     );
 }
+
+/// `conv_bn2d_train` (one op on the CPU) gives the values, gradients (input, convolution
+/// weights, BN scale and shift) and running statistics of the convolution followed by
+/// `batch_norm2d_train`, bit for bit: on the direct kernels (one plane, shifted planes, stride
+/// 2, three input channels) and on im2col (1×1, stride 2), with and without the fused ReLU.
+#[test]
+fn fused_conv_bn_matches_the_two_ops_bit_for_bit() {
+    let dev = Cpu::default();
+    let mut rng = rng(24);
+    for &(n, c, hw, co, k, stride, relu) in &[
+        (3, 64, 8, 64, 3, 1, true),
+        (2, 16, 12, 24, 3, 2, false),
+        (2, 3, 16, 16, 3, 1, true),
+        (2, 8, 9, 12, 1, 2, true),
+        (2, 5, 10, 7, 3, 1, false),
+    ] {
+        let pad = k / 2;
+        let conv = kd_ops::Conv2d {
+            weight: t4(&dev, uniform(&mut rng, co * c * k * k), (co, c, k, k)),
+            cfg: kd_ops::Conv2dCfg::new(stride, pad),
+        };
+        let mut fused = kd_ops::BatchNorm2d::new(&dev, co);
+        if relu {
+            fused = fused.with_relu();
+        }
+        let p = make_bn(&dev, co, &mut rng);
+        (
+            fused.weight,
+            fused.bias,
+            fused.running_mean,
+            fused.running_var,
+        ) = (p.w, p.b, p.rm, p.rv);
+        let mut apart = kd_ops::BatchNorm2d {
+            weight: fused.weight.clone(),
+            bias: fused.bias.clone(),
+            running_mean: fused.running_mean.clone(),
+            running_var: fused.running_var.clone(),
+            cfg: fused.cfg,
+        };
+        let x = t4(&dev, uniform(&mut rng, n * c * hw * hw), (n, c, hw, hw));
+        let oh = (hw + 2 * pad - k) / stride + 1;
+        let probe = t4(&dev, uniform(&mut rng, n * co * oh * oh), (n, co, oh, oh));
+        let what = format!("{n}x{c}x{hw} -> {co}, {k}x{k} stride {stride}, relu {relu}");
+        let run = |bn: &mut kd_ops::BatchNorm2d<Cpu>, one_op: bool| {
+            let y = if one_op {
+                kd_ops::conv_bn2d_train(x.leaky_trace(), &conv, bn)
+            } else {
+                let z = kd_ops::conv2d(x.leaky_trace(), &conv.weight, None, conv.cfg);
+                let (rm, rv) = (&mut bn.running_mean, &mut bn.running_var);
+                kd_ops::batch_norm2d_train(z, &bn.weight, &bn.bias, rm, rv, bn.cfg)
+            };
+            let yv = y.as_vec();
+            let g = (y * probe.clone()).sum().backward();
+            let grads = [
+                g.get(&x).as_vec(),
+                g.get(&conv.weight).as_vec(),
+                g.get(&bn.weight).as_vec(),
+                g.get(&bn.bias).as_vec(),
+            ];
+            (yv, grads, bn.running_mean.as_vec(), bn.running_var.as_vec())
+        };
+        let (want, got) = (run(&mut apart, false), run(&mut fused, true));
+        assert_eq!(got.0, want.0, "output, {what}");
+        for (i, name) in ["x", "conv weight", "bn weight", "bn bias"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(got.1[i], want.1[i], "∂/∂{name}, {what}");
+        }
+        assert_eq!(
+            (got.2, got.3),
+            (want.2, want.3),
+            "running statistics, {what}"
+        );
+    }
+}

@@ -10,11 +10,11 @@
 
 use crate::arch::ModelError;
 use crate::collection::List;
-use crate::layers::{bn, gap, Linear, Map4, Mat, Mode};
+use crate::layers::{conv_bn, gap, Linear, Map4, Mat, Mode};
 use crate::model::Model;
 use crate::network::Network;
 use crate::outputs::Outputs;
-use dfdx::nn::{Module, ModuleVisitor, TensorCollection};
+use dfdx::nn::{ModuleVisitor, TensorCollection};
 use dfdx::prelude::*;
 use kd_ops::{BatchNorm2d, Conv2d, Conv2dCfg, OpsDevice};
 
@@ -49,9 +49,9 @@ impl<D: Device<f32>> Exit<D> {
 impl<D: OpsDevice> Exit<D> {
     /// `F_i → (e_i tape-free, z_i with the tape)`.
     pub fn forward<T: Tape<f32, D>>(&mut self, x: Map4<D, T>, mode: Mode) -> (Mat<D>, Mat<D, T>) {
-        let x = bn(&mut self.bn1, self.conv1.forward(x), mode);
-        let x = bn(&mut self.bn2, self.conv2.forward(x), mode);
-        let x = bn(&mut self.bn3, self.conv3.forward(x), mode);
+        let x = conv_bn(&self.conv1, &mut self.bn1, x, mode);
+        let x = conv_bn(&self.conv2, &mut self.bn2, x, mode);
+        let x = conv_bn(&self.conv3, &mut self.bn3, x, mode);
         let (e, tape) = gap(x).split_tape();
         let z = self.fc.forward(e.clone().put_tape(tape));
         (e, z)

@@ -9,11 +9,11 @@
 
 use crate::arch::ModelError;
 use crate::collection::{peek, List};
-use crate::layers::{bn, gap, Linear, Map4, Mat, Mode};
+use crate::layers::{conv_bn, gap, Linear, Map4, Mat, Mode};
 use crate::model::Model;
 use crate::network::{HeadOutput, Network};
 use crate::outputs::Outputs;
-use dfdx::nn::{Module, ModuleVisitor, TensorCollection};
+use dfdx::nn::{ModuleVisitor, TensorCollection};
 use dfdx::prelude::*;
 use kd_ops::{concat_channels, BatchNorm2d, Conv2d, Conv2dCfg, OpsDevice};
 
@@ -45,8 +45,8 @@ impl<D: OpsDevice> Fusion<D> {
     /// The students' maps (concatenated in order) → `z_f` `[b, K]`.
     pub fn forward<T: Tape<f32, D>>(&mut self, maps: Vec<Map4<D, T>>, mode: Mode) -> Mat<D, T> {
         let x = concat_channels(maps);
-        let x = bn(&mut self.dw_bn, self.dw_conv.forward(x), mode);
-        let x = bn(&mut self.pw_bn, self.pw_conv.forward(x), mode);
+        let x = conv_bn(&self.dw_conv, &mut self.dw_bn, x, mode);
+        let x = conv_bn(&self.pw_conv, &mut self.pw_bn, x, mode);
         self.fc.forward(gap(x))
     }
 }

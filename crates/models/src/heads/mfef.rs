@@ -21,7 +21,7 @@
 use crate::arch::ModelError;
 use crate::collection::{peek, List};
 use crate::heads::ffl::{check_students, forward_students, students_field_name, Fusion};
-use crate::layers::{bn, fork, gap, global_max, Linear, Map4, Mode};
+use crate::layers::{bn, conv_bn, fork, gap, global_max, Linear, Map4, Mode};
 use crate::model::Model;
 use crate::network::Network;
 use crate::outputs::Outputs;
@@ -73,7 +73,7 @@ impl<D: OpsDevice> MultiScale<D> {
     pub fn forward<T: Tape<f32, D>>(&mut self, f: Map4<D, T>, mode: Mode) -> Map4<D, T> {
         let (f, f_skip) = fork(f);
         let c = f.shape().1;
-        let x = bn(&mut self.bn_in, self.conv_in.forward(f), mode);
+        let x = conv_bn(&self.conv_in, &mut self.bn_in, f, mode);
         let mut xs = split_channels(x, &[c / SCALES; SCALES]).into_iter();
         let mut ys = vec![xs.next().expect("x_1")];
         let mut prev: Option<Map4<D, T>> = None;
@@ -92,7 +92,7 @@ impl<D: OpsDevice> MultiScale<D> {
             prev = Some(y_next);
         }
         let y = concat_channels(ys);
-        let y = bn(&mut self.bn_out, self.conv_out.forward(y), mode);
+        let y = conv_bn(&self.conv_out, &mut self.bn_out, y, mode);
         // `prev` (an empty-tape handle of y_4) is consumed by nothing further.
         drop(prev);
         y + f_skip
