@@ -2,9 +2,9 @@
 //! zero padding, dilation, groups (depthwise included) and an optional bias.
 //!
 //! `out[n, o, y, x] = bias[o] + Σ_{c, i, j} w[o, c, i, j] · in[n, g·C/G + c, y·s − p + i·d, x·s − p + j·d]`
-//! where `g = o / (O/G)`. On the CPU, 3×3 convolutions with padding 1 (stride 1 or 2, up to 256
-//! channels, outputs at least 8 wide: every 3×3 layer of ResNet-20 and all but the last stage of
-//! ResNet-18) run the direct kernels of `crate::direct`. Every other geometry lowers each sample
+//! where `g = o / (O/G)`. On the CPU, the 3×3 convolutions that `crate::direct` takes (its
+//! `applies` has the cutoffs: every 3×3 layer of ResNet-20, and all of ResNet-18's but its two
+//! widest stride-2 ones) run its direct kernels. Every other geometry lowers each sample
 //! and group to one `gemm` (im2col; a 1×1 stride-1 unpadded convolution reads the input
 //! directly), and the backward pass computes `dW += dY · colᵀ` and `dX += col2im(Wᵀ · dY)`.
 

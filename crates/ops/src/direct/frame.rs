@@ -55,6 +55,17 @@ impl Frame {
     pub(super) fn out_at(&self, j: usize, y: usize) -> usize {
         self.at(j, y) - self.s - self.sep
     }
+    /// Offset of the read `ri` rows and `rj` columns on from a position, relative to the
+    /// channel's first plane: within the plane, or in the shifted-planes layout in plane `rj`.
+    /// Every tap of every pass is one of these (plus a stride-2 phase's plane); `(1, 1)` is the
+    /// centre tap, where `∂ŷ`'s frame holds `∂/∂y` at output position 0.
+    pub(super) fn shift(&self, ri: usize, rj: usize) -> usize {
+        if self.sep == 0 {
+            rj * self.len + ri * self.s
+        } else {
+            ri * self.s + rj
+        }
+    }
     /// Writes `planes` framed planes into `dst` (`[planes][len]`): zeros at the padding, and
     /// `row(plane, j, y, values)` writes the `w` values of row `y` of image `j`.
     pub(super) fn fill_with(
@@ -107,10 +118,8 @@ impl Frame {
 /// phase's), and the frame offsets of its taps.
 pub(super) struct Plan {
     pub(super) geo: ConvGeom,
-    /// Frame of a full stack.
+    /// Frame of a full stack (`full.nb` images).
     pub(super) full: Frame,
-    /// Images per stack.
-    pub(super) nb: usize,
 }
 
 impl Plan {
@@ -120,7 +129,6 @@ impl Plan {
         Self {
             geo: *geo,
             full: Frame::new(geo.oh, geo.ow, nb, sep),
-            nb,
         }
     }
     /// Whether a layer uses the shifted-planes layout (see [`SHIFTED_MIN_CHANNELS`]).
@@ -141,31 +149,20 @@ impl Plan {
         }
     }
     /// Offsets of the nine taps in the input's frame, relative to the output position and to
-    /// the channel's first plane. Shifted planes: tap `(ki, kj)` reads plane `kj` `ki` rows
-    /// down. Stride 2: kernel row `k` reads phase `(k + 1) mod 2` at row shift 0 (`k = 0`, the
-    /// row above) or 1.
+    /// the channel's first plane: stride 1, tap `(ki, kj)` is [`Frame::shift`]`(ki, kj)`;
+    /// stride 2, kernel row `k` reads phase `(k + 1) mod 2` at row shift 0 (`k = 0`, the row
+    /// above) or 1, and likewise the columns.
     pub(super) fn taps(&self, fr: &Frame) -> [usize; 9] {
         std::array::from_fn(|t| {
             let (ki, kj) = (t / 3, t % 3);
-            if fr.sep == 0 {
-                kj * fr.len + ki * fr.s
-            } else if self.geo.s == 1 {
-                ki * fr.s + kj
+            if self.geo.s == 1 {
+                fr.shift(ki, kj)
             } else {
                 let phase = |k: usize| ((k + 1) % 2, usize::from(k > 0));
                 let ((pa, ri), (pb, rj)) = (phase(ki), phase(kj));
-                (2 * pa + pb) * fr.len + ri * fr.s + rj
+                (2 * pa + pb) * fr.len + fr.shift(ri, rj)
             }
         })
-    }
-    /// Where `∂ŷ`'s frame holds `∂/∂y` at output position 0, relative to the channel's first
-    /// plane (the unshifted plane, one row down).
-    pub(super) fn dy_at(&self, fr: &Frame) -> usize {
-        if fr.sep == 0 {
-            fr.len + fr.s
-        } else {
-            fr.s + 1
-        }
     }
     /// The passes of `∂/∂x`: for each input plane `(a, b)`, the taps that read it (stride 1:
     /// one plane, all nine taps).
@@ -192,12 +189,7 @@ impl Plan {
             (_, 0) => 2,
             _ => 1,
         };
-        let (ri, rj) = (back(t / 3), back(t % 3));
-        if fr.sep == 0 {
-            rj * fr.len + ri * fr.s
-        } else {
-            ri * fr.s + rj
-        }
+        fr.shift(back(t / 3), back(t % 3))
     }
     /// Frames `c` channels of `∂/∂y` (or of a stride-1 input) as `[c][planes][len]`: one plane,
     /// or three where plane `k` of row `y` holds columns `k − 1 … w + k − 2` (zeros outside).

@@ -97,7 +97,7 @@ impl Isa {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                 v.push(Isa::Avx2);
             }
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+            if is_x86_feature_detected!("avx512f") {
                 v.push(Isa::Avx512);
             }
         }
@@ -284,8 +284,8 @@ pub(crate) fn forward(
         let (xf, of) = (aligned(&mut xbuf), aligned(&mut obuf));
         let ld = plan.full.qpad;
         for (ob, xb) in outs
-            .chunks_mut(plan.nb * co * ohw)
-            .zip(xs.chunks(plan.nb * chw))
+            .chunks_mut(plan.full.nb * co * ohw)
+            .zip(xs.chunks(plan.full.nb * chw))
         {
             // A partial last stack has a shorter frame: its planes lie closer together.
             let fr = plan.frame(xb.len() / chw);
@@ -351,9 +351,9 @@ pub(crate) fn backward(
             let mut dxbuf = util::scratch(2, c * ld + 15);
             let (xf, dyf, dxf) = (aligned(&mut xbuf), aligned(&mut dybuf), aligned(&mut dxbuf));
             for ((dxb, xb), dob) in dxs
-                .chunks_mut(plan.nb * chw)
-                .zip(xs.chunks(plan.nb * chw))
-                .zip(douts.chunks(plan.nb * co * ohw))
+                .chunks_mut(plan.full.nb * chw)
+                .zip(xs.chunks(plan.full.nb * chw))
+                .zip(douts.chunks(plan.full.nb * co * ohw))
             {
                 if with_bias {
                     crate::conv::add_bias_grad(&mut db, dob, ohw);
@@ -362,7 +362,8 @@ pub(crate) fn backward(
                 let (cs, dcs) = (plan.planes() * fr.len, dplanes * fr.len);
                 plan.fill_input(&fr, xb, xf);
                 plan.fill_planes(&fr, dob, co, dyf);
-                let dy = (&dyf[..], dcs, plan.dy_at(&fr));
+                // `∂/∂y` at output position 0 sits at the centre tap's offset.
+                let dy = (&dyf[..], dcs, fr.shift(1, 1));
                 weight_grad(isa, &fr, (xf, cs, c), &plan.taps(&fr), dy, co, &mut dw);
                 for ((a, b), taps, wt) in &passes {
                     let offs: Vec<usize> = taps.iter().map(|&t| plan.dx_offset(&fr, t)).collect();
@@ -407,11 +408,6 @@ mod tests {
         }
     }
 
-    /// Every kernel this CPU runs agrees with the im2col convolution, forward and backward:
-    /// channel counts off the block sizes (1, 3, 5, 17 rows), one to several images per stack
-    /// and a partial last stack, non-square images, more channels than one pass takes ([`KC`]),
-    /// bias, shifted planes (4×4 and 8×8 with many images per stack, 5×7 with an unaligned row
-    /// stride), and stride 2 (each input phase and its `∂/∂x` pass).
     /// `KD_OPS_ISA` picks a set the CPU runs and refuses, naming itself, one it does not.
     #[test]
     fn isa_cap() {
@@ -425,6 +421,11 @@ mod tests {
         );
     }
 
+    /// Every kernel this CPU runs agrees with the im2col convolution, forward and backward:
+    /// channel counts off the block sizes (1, 3, 5, 17 rows), one to several images per stack
+    /// and a partial last stack, non-square images, more channels than one pass takes ([`KC`]),
+    /// bias, shifted planes (4×4 and 8×8 with many images per stack, 5×7 with an unaligned row
+    /// stride), and stride 2 (each input phase and its `∂/∂x` pass).
     #[test]
     fn direct_matches_im2col() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);

@@ -16,8 +16,10 @@ pub(super) fn conv_block(
     add: bool,
 ) {
     let nt = offs.len();
-    for r in (0..rows).filter(|_| !add) {
-        o[r * ld..r * ld + qpad].fill(0.0);
+    if !add {
+        for r in 0..rows {
+            o[r * ld..r * ld + qpad].fill(0.0);
+        }
     }
     for c in 0..cin {
         for (k, &off) in offs.iter().enumerate() {

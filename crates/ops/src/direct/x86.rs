@@ -1,6 +1,6 @@
 //! The AVX-512 and AVX2 + FMA kernels of [`super`].
 
-use super::{KC, MR};
+use super::MR;
 use std::arch::x86_64::*;
 
 /// One block of [`super::conv_rows`] (at most 8 rows, over at most one pass of input channels;
@@ -45,7 +45,7 @@ pub(super) unsafe fn conv_block(
 }
 
 /// AVX-512 tile: 8 output rows × 48 positions in 24 accumulators; per input channel and tap,
-/// three loads of the frame and eight broadcast weights. Input channels go [`KC`] at a time.
+/// three loads of the frame and eight broadcast weights, over all of the pass's input channels.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn conv_block_avx512<const NT: usize>(
@@ -60,23 +60,22 @@ unsafe fn conv_block_avx512<const NT: usize>(
     ld: usize,
     add: bool,
 ) {
-    for c0 in (0..cin).step_by(KC) {
-        let mut q = 0;
-        while q < qpad {
-            let mut acc = [[_mm512_setzero_ps(); 3]; MR];
-            if c0 > 0 || add {
-                for (r, ar) in acc.iter_mut().enumerate().take(rows) {
-                    for (k, a) in ar.iter_mut().enumerate() {
-                        *a = _mm512_loadu_ps(op.add(r * ld + q + 16 * k));
-                    }
+    let mut q = 0;
+    while q < qpad {
+        let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+        if add {
+            for (r, ar) in acc.iter_mut().enumerate().take(rows) {
+                for (k, a) in ar.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(op.add(r * ld + q + 16 * k));
                 }
             }
-            for c in c0..(c0 + KC).min(cin) {
-                let xc = xf.add(c * cs + q);
-                let wc = wp.add(c * NT * MR);
-                // The taps written out (those past `NT` compile away): a loop of nine
-                // mispredicts its exit.
-                macro_rules! tap {
+        }
+        for c in 0..cin {
+            let xc = xf.add(c * cs + q);
+            let wc = wp.add(c * NT * MR);
+            // The taps written out (those past `NT` compile away): a loop of nine
+            // mispredicts its exit.
+            macro_rules! tap {
                     ($($t:literal)*) => {$(
                         if $t < NT {
                             let a = xc.add(*offs.get_unchecked($t));
@@ -95,15 +94,14 @@ unsafe fn conv_block_avx512<const NT: usize>(
                         }
                     )*};
                 }
-                tap!(0 1 2 3 4 5 6 7 8);
-            }
-            for (r, ar) in acc.iter().enumerate().take(rows) {
-                for (k, a) in ar.iter().enumerate() {
-                    _mm512_storeu_ps(op.add(r * ld + q + 16 * k), *a);
-                }
-            }
-            q += 48;
+            tap!(0 1 2 3 4 5 6 7 8);
         }
+        for (r, ar) in acc.iter().enumerate().take(rows) {
+            for (k, a) in ar.iter().enumerate() {
+                _mm512_storeu_ps(op.add(r * ld + q + 16 * k), *a);
+            }
+        }
+        q += 48;
     }
 }
 
@@ -123,21 +121,20 @@ unsafe fn conv_block_avx2<const NT: usize>(
     ld: usize,
     add: bool,
 ) {
-    for c0 in (0..cin).step_by(KC) {
-        let mut q = 0;
-        while q < qpad {
-            let mut acc = [[_mm256_setzero_ps(); 3]; 4];
-            if c0 > 0 || add {
-                for (r, ar) in acc.iter_mut().enumerate().take(rows) {
-                    for (k, a) in ar.iter_mut().enumerate() {
-                        *a = _mm256_loadu_ps(op.add(r * ld + q + 8 * k));
-                    }
+    let mut q = 0;
+    while q < qpad {
+        let mut acc = [[_mm256_setzero_ps(); 3]; 4];
+        if add {
+            for (r, ar) in acc.iter_mut().enumerate().take(rows) {
+                for (k, a) in ar.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(op.add(r * ld + q + 8 * k));
                 }
             }
-            for c in c0..(c0 + KC).min(cin) {
-                let xc = xf.add(c * cs + q);
-                let wc = wp.add(c * NT * MR);
-                macro_rules! tap {
+        }
+        for c in 0..cin {
+            let xc = xf.add(c * cs + q);
+            let wc = wp.add(c * NT * MR);
+            macro_rules! tap {
                     ($($t:literal)*) => {$(
                         if $t < NT {
                             let a = xc.add(*offs.get_unchecked($t));
@@ -156,15 +153,14 @@ unsafe fn conv_block_avx2<const NT: usize>(
                         }
                     )*};
                 }
-                tap!(0 1 2 3 4 5 6 7 8);
-            }
-            for (r, ar) in acc.iter().enumerate().take(rows) {
-                for (k, a) in ar.iter().enumerate() {
-                    _mm256_storeu_ps(op.add(r * ld + q + 8 * k), *a);
-                }
-            }
-            q += 24;
+            tap!(0 1 2 3 4 5 6 7 8);
         }
+        for (r, ar) in acc.iter().enumerate().take(rows) {
+            for (k, a) in ar.iter().enumerate() {
+                _mm256_storeu_ps(op.add(r * ld + q + 8 * k), *a);
+            }
+        }
+        q += 24;
     }
 }
 
@@ -186,11 +182,9 @@ macro_rules! taps {
 /// ([`super::weight_grad`]'s kernel), in 27 AVX-512 registers.
 ///
 /// # Safety
-/// The CPU runs AVX-512 F and VL; `x` holds `offs[t] + dy[r].len()` values for every tap and
-/// row, and the rows of `dy` have one length, a multiple of 16.
-// `avx512vl`: the final lane sums work on 256- and 128-bit halves; without VL those must live
-// in the first 16 registers, and LLVM then keeps every sum there and spills.
-#[target_feature(enable = "avx512f,avx512vl")]
+/// The CPU runs AVX-512 F; `x` holds `offs[t] + dy[r].len()` values for every tap and row, and
+/// the rows of `dy` have one length, a multiple of 16.
+#[target_feature(enable = "avx512f")]
 pub(super) unsafe fn dots27_avx512(x: &[f32], offs: &[usize; 9], dy: [&[f32]; 3]) -> [[f32; 9]; 3] {
     let (qpad, x) = (dy[0].len(), x.as_ptr());
     let [dy, d1, d2] = dy.map(|d| d.as_ptr());
