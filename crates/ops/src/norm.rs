@@ -14,6 +14,7 @@ use crate::{shared, util};
 use crate::{OpsDevice, Shape4};
 use dfdx::prelude::*;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// BatchNorm hyper-parameters (PyTorch's defaults: momentum 0.1, eps 1e-5) and whether a ReLU
 /// follows.
@@ -150,26 +151,22 @@ fn batch_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>)
         .unzip()
 }
 
-/// `y = x·scale[c] + shift[c]` (then ReLU), plane-parallel.
-fn affine_forward(
-    x: &[f32],
-    c: usize,
-    hw: usize,
-    scale: &[f32],
-    shift: &[f32],
-    relu: bool,
-) -> Vec<f32> {
-    util::map_chunks(x, hw, |q| {
-        let (a, b) = (scale[q % c], shift[q % c]);
-        move |v: f32| {
-            let y = v * a + b;
-            if relu {
-                y.max(0.0)
-            } else {
-                y
-            }
-        }
-    })
+/// Where a backward pass puts `∂/∂x`: added into an existing gradient buffer (`f32`), or
+/// written into a fresh one (`MaybeUninit<f32>`, which then needs no zero-filling first).
+trait GradOut: Send {
+    fn put(&mut self, v: f32);
+}
+
+impl GradOut for f32 {
+    fn put(&mut self, v: f32) {
+        *self += v;
+    }
+}
+
+impl GradOut for MaybeUninit<f32> {
+    fn put(&mut self, v: f32) {
+        self.write(v);
+    }
 }
 
 /// Saved state of a BN forward pass, used by its backward.
@@ -187,8 +184,29 @@ struct BnSaved {
 }
 
 impl BnSaved {
-    /// Adds `∂/∂x` into `dx` and returns `(∂/∂γ, ∂/∂β)`.
-    fn backward(&self, x: &[f32], dy: &[f32], dx: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
+    /// `y = x·scale[c] + shift[c]` (then ReLU), plane-parallel.
+    fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let (c, relu) = (self.c, self.relu);
+        util::map_chunks(x, self.hw, |q| {
+            let (a, b) = (self.scale[q % c], self.shift[q % c]);
+            move |v: f32| {
+                let y = v * a + b;
+                if relu {
+                    y.max(0.0)
+                } else {
+                    y
+                }
+            }
+        })
+    }
+
+    /// Puts `∂/∂x` into every element of `dx` (added or written: [`GradOut`]) and returns
+    /// `(∂/∂γ, ∂/∂β)`.
+    fn backward<O: GradOut>(&self, x: &[f32], dy: &[f32], dx: &mut [O]) -> (Vec<f32>, Vec<f32>) {
+        assert!(
+            dx.len() == x.len() && dy.len() == x.len(),
+            "batch_norm2d: gradient lengths"
+        );
         let (c, hw) = (self.c, self.hw);
         let n = x.len() / (c * hw);
         let sums: Vec<(f32, f32)> = plane_sums(x, dy, c, hw, |ch, xp, gp| {
@@ -226,7 +244,7 @@ impl BnSaved {
                 } else {
                     (0.0, 0.0)
                 };
-                let f = |d: &mut f32, xv: f32, g: f32| *d += a * (g - k1 - (xv - mu) * is * k2);
+                let f = |d: &mut O, xv: f32, g: f32| d.put(a * (g - k1 - (xv - mu) * is * k2));
                 if self.relu {
                     for ((d, &xv), &g) in d.iter_mut().zip(xp).zip(gp) {
                         f(d, xv, if xv * a + b <= 0.0 { 0.0 } else { g });
@@ -250,14 +268,7 @@ fn bn_cpu<T: Tape<f32, Cpu>>(
     bias: &Tensor<(usize,), f32, Cpu>,
     saved: BnSaved,
 ) -> Tensor<Shape4, f32, Cpu, T> {
-    let out = affine_forward(
-        xv,
-        saved.c,
-        saved.hw,
-        &saved.scale,
-        &saved.shift,
-        saved.relu,
-    );
+    let out = saved.forward(xv);
     let (out, published) = shared::publish(x.device(), out, *x.shape(), T::OWNS_TAPE);
     if T::OWNS_TAPE {
         let (out_id, weight, bias) = (out.clone(), weight.clone(), bias.clone());
@@ -356,8 +367,9 @@ pub(crate) fn conv_then_bn<D: OpsDevice, T: Tape<f32, D>>(
 
 /// CPU fast path of [`conv_bn2d_train`]: the convolution's output stays a buffer of this op (no
 /// dfdx tensor, so no gradient buffer for dfdx to zero-fill on one thread), and the BatchNorm
-/// backward pass hands its `∂/∂z` straight to the convolution's. The same values and gradients
-/// as the two ops one after the other, bit for bit.
+/// backward pass writes its `∂/∂z` into a fresh buffer for the convolution's. The same values
+/// and gradients as the two ops one after the other (equal as floats: where those add `∂/∂z` to
+/// a zero-filled buffer, this writes it, so a zero may keep its sign).
 pub(crate) fn conv_bn_train_cpu<T: Tape<f32, Cpu>>(
     x: Tensor<Shape4, f32, Cpu, T>,
     conv: &Conv2d<Cpu>,
@@ -384,14 +396,7 @@ pub(crate) fn conv_bn_train_cpu<T: Tape<f32, Cpu>>(
         &mut bn.running_var,
         bn.cfg,
     );
-    let out = affine_forward(
-        &z,
-        saved.c,
-        saved.hw,
-        &saved.scale,
-        &saved.shift,
-        saved.relu,
-    );
+    let out = saved.forward(&z);
     let (out, published) = shared::publish(x.device(), out, shape, T::OWNS_TAPE);
     if T::OWNS_TAPE {
         let out_id = out.clone();
@@ -399,8 +404,11 @@ pub(crate) fn conv_bn_train_cpu<T: Tape<f32, Cpu>>(
         tape.add_backward_op(move |grads| {
             drop(published);
             let dy = util::take_grad(grads, &out_id)?;
-            let mut dz = util::zeros(z.len());
-            let (dg, db) = saved.backward(&z, &dy, &mut dz);
+            // `∂/∂z` written straight into a fresh buffer (no zero-filling, no read-back).
+            let mut dz: Vec<f32> = Vec::with_capacity(z.len());
+            let (dg, db) = saved.backward(&z, &dy, &mut dz.spare_capacity_mut()[..z.len()]);
+            // SAFETY: `backward` puts a value into every element of the slice it is given.
+            unsafe { dz.set_len(z.len()) };
             util::release_grad(dy);
             let xv = util::read4(&x);
             let dx = util::grad_mut(grads, &x)?;

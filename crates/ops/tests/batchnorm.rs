@@ -268,10 +268,10 @@ fn mismatched_channels_panic_with_the_values() {
 
 /// `conv_bn2d_train` (one op on the CPU) gives the values, gradients (input, convolution
 /// weights, BN scale and shift) and running statistics of the convolution followed by
-/// `batch_norm2d_train`, bit for bit: on the direct kernels (one plane, shifted planes, stride
+/// `batch_norm2d_train`, exactly (equal as floats): on the direct kernels (one plane, shifted planes, stride
 /// 2, three input channels) and on im2col (1×1, stride 2), with and without the fused ReLU.
 #[test]
-fn fused_conv_bn_matches_the_two_ops_bit_for_bit() {
+fn fused_conv_bn_matches_the_two_ops_exactly() {
     let dev = Cpu::default();
     let mut rng = rng(24);
     for &(n, c, hw, co, k, stride, relu) in &[
