@@ -312,7 +312,7 @@ pub(crate) fn per_thread(n: usize) -> usize {
     n.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
-const SCRATCH_SLOTS: usize = 4;
+const SCRATCH_SLOTS: usize = 5;
 
 thread_local! {
     /// Per-thread scratch buffers (rayon's workers live as long as the pool), so kernels do not

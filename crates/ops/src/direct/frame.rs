@@ -1,6 +1,6 @@
 //! The framed layouts of [`super`]: where each image, row and tap of a stack lies.
 
-use super::{SHIFTED_MAX_WIDTH, SHIFTED_MIN_CHANNELS, TARGET_Q, TILE};
+use super::{target_q, SHIFTED_MAX_WIDTH, SHIFTED_MIN_CHANNELS, TILE};
 use crate::conv::ConvGeom;
 
 /// The frame of a stack of `nb` images of `h × w`, side by side.
@@ -35,12 +35,12 @@ impl Frame {
             len: (qpad + 2 * s + 2 * sep).next_multiple_of(16),
         }
     }
-    /// Images per stack for images of `h × w`: about [`TARGET_Q`] positions, and without
+    /// Images per stack for images of `h × w`: about `target` positions, and without
     /// separators a row stride that is a multiple of 16 where that stays under twice as many.
-    pub(super) fn stack(h: usize, w: usize, sep: usize) -> usize {
-        let nb = TARGET_Q.div_ceil(h * (w + sep)).max(1);
+    pub(super) fn stack(h: usize, w: usize, sep: usize, target: usize) -> usize {
+        let nb = target.div_ceil(h * (w + sep)).max(1);
         let aligned = nb.next_multiple_of(16 / gcd(w, 16));
-        if sep == 0 && aligned * h * w <= 2 * TARGET_Q {
+        if sep == 0 && aligned * h * w <= 2 * target {
             aligned
         } else {
             nb
@@ -125,7 +125,7 @@ pub(super) struct Plan {
 impl Plan {
     pub(super) fn new(geo: &ConvGeom, per: usize) -> Self {
         let sep = usize::from(!Self::shifted(geo));
-        let nb = Frame::stack(geo.oh, geo.ow, sep).min(per);
+        let nb = Frame::stack(geo.oh, geo.ow, sep, target_q(geo)).min(per);
         Self {
             geo: *geo,
             full: Frame::new(geo.oh, geo.ow, nb, sep),

@@ -323,3 +323,69 @@ unsafe fn dots9_avx2(x: &[f32], offs: &[usize], dy: [&[f32]; 3]) -> [[f32; 3]; 3
         [h(c0), h(c1), h(c2)],
     ]
 }
+
+/// `∂/∂w` for three output channels and one block of 16 input channels, vectorised over the
+/// input channels: `acc[r][t] += Σ_q ∂ŷ[r][q] · x̃[q + offs[t]]`, where `x̃` is the block's
+/// channel-interleaved frame (`[position][16]`, so every load is one aligned vector and no
+/// lane sums are needed) and `dy[r]` holds `∂/∂y` at each output position `q < qpad`. The 27
+/// accumulators are added to `out[r][t]` (16 values each, channel-major rows of `ld`).
+///
+/// # Safety
+/// The CPU runs AVX-512 F; `xb` holds `16·(qpad + offs[t])` values for every tap; each row of
+/// `dy` holds `qpad` values; `out` holds `((rows − 1)·9 + 8)·ld + 16` values.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn dw_block16_avx512(
+    xb: &[f32],
+    offs: &[usize; 9],
+    dy: [&[f32]; 3],
+    rows: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
+    let qpad = dy[0].len();
+    let x = xb.as_ptr();
+    let p: [*const f32; 9] = std::array::from_fn(|t| x.add(16 * offs[t]));
+    let [d0, d1, d2] = dy.map(|d| d.as_ptr());
+    let z = _mm512_setzero_ps();
+    let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5, mut a6, mut a7, mut a8] = [z; 9];
+    let [mut b0, mut b1, mut b2, mut b3, mut b4, mut b5, mut b6, mut b7, mut b8] = [z; 9];
+    let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5, mut c6, mut c7, mut c8] = [z; 9];
+    for q in 0..qpad {
+        let (y0, y1, y2) = (
+            _mm512_set1_ps(*d0.add(q)),
+            _mm512_set1_ps(*d1.add(q)),
+            _mm512_set1_ps(*d2.add(q)),
+        );
+        macro_rules! tap {
+            ($(($t:literal, $a:ident, $b:ident, $c:ident)),*) => {$(
+                let v = _mm512_load_ps(p[$t].add(16 * q));
+                $a = _mm512_fmadd_ps(y0, v, $a);
+                $b = _mm512_fmadd_ps(y1, v, $b);
+                $c = _mm512_fmadd_ps(y2, v, $c);
+            )*};
+        }
+        tap!(
+            (0, a0, b0, c0),
+            (1, a1, b1, c1),
+            (2, a2, b2, c2),
+            (3, a3, b3, c3),
+            (4, a4, b4, c4),
+            (5, a5, b5, c5),
+            (6, a6, b6, c6),
+            (7, a7, b7, c7),
+            (8, a8, b8, c8)
+        );
+    }
+    let sums = [
+        [a0, a1, a2, a3, a4, a5, a6, a7, a8],
+        [b0, b1, b2, b3, b4, b5, b6, b7, b8],
+        [c0, c1, c2, c3, c4, c5, c6, c7, c8],
+    ];
+    let o = out.as_mut_ptr();
+    for (r, row) in sums.iter().enumerate().take(rows) {
+        for (t, v) in row.iter().enumerate() {
+            let d = o.add((r * 9 + t) * ld);
+            _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), *v));
+        }
+    }
+}
