@@ -137,11 +137,14 @@ const TARGET_Q: usize = 1024;
 /// 128 images, the two alternating in one process): stride 1, 0.74–0.80× at 64 channels
 /// (32×32), 0.89–1.03× at 128 (16×16), 0.93–1.06× at 256 (8×8), 0.86–0.99× at 512 (4×4);
 /// stride 2, 0.87–1.03× for 64 → 128 channels, 0.99–1.10× for 128 → 256, 1.21× for 256 → 512.
+/// With AVX-512's blocked `∂/∂w` ([`blocked_dw`]), 128 → 256 at stride 2 runs directly too:
+/// 0.92–0.93× im2col's time (64 → 128: 0.79–0.81×; 256 → 512, 4 wide, 1.06–1.08×).
 fn limits(stride: usize) -> (usize, usize) {
-    if stride == 1 {
-        (4, 512)
-    } else {
-        (8, 128)
+    match (stride, Isa::best()) {
+        (1, _) => (4, 512),
+        #[cfg(target_arch = "x86_64")]
+        (_, Isa::Avx512) => (8, 256),
+        _ => (8, 128),
     }
 }
 
