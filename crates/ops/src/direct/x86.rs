@@ -389,3 +389,46 @@ pub(super) unsafe fn dw_block16_avx512(
         }
     }
 }
+
+/// [`dw_block16_avx512`] with AVX2 + FMA for two output channels and three taps (one kernel
+/// row): each 16-channel position is two 8-lane halves, 12 accumulators in all (AVX2 has 16
+/// registers). `out[r][k]` is tap `k` of the three, rows `9·ld` apart.
+///
+/// # Safety
+/// The CPU runs AVX2 and FMA; `xb` holds `16·(qpad + offs[k])` values for each of the three
+/// taps; each row of `dy` holds `qpad` values; `out` holds `((rows − 1)·9 + 2)·ld + 16` values.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dw_block16_avx2(
+    xb: &[f32],
+    offs: [usize; 3],
+    dy: [&[f32]; 2],
+    rows: usize,
+    out: &mut [f32],
+    ld: usize,
+) {
+    let qpad = dy[0].len();
+    let x = xb.as_ptr();
+    let p: [*const f32; 3] = std::array::from_fn(|k| x.add(16 * offs[k]));
+    let [d0, d1] = dy.map(|d| d.as_ptr());
+    let mut acc = [[[_mm256_setzero_ps(); 2]; 3]; 2];
+    for q in 0..qpad {
+        let y = [_mm256_set1_ps(*d0.add(q)), _mm256_set1_ps(*d1.add(q))];
+        for (k, pk) in p.iter().enumerate() {
+            let v = [_mm256_load_ps(pk.add(16 * q)), _mm256_load_ps(pk.add(16 * q + 8))];
+            for (ar, yr) in acc.iter_mut().zip(&y) {
+                for (a, vh) in ar[k].iter_mut().zip(&v) {
+                    *a = _mm256_fmadd_ps(*yr, *vh, *a);
+                }
+            }
+        }
+    }
+    let o = out.as_mut_ptr();
+    for (r, ar) in acc.iter().enumerate().take(rows) {
+        for (k, ak) in ar.iter().enumerate() {
+            for (h, v) in ak.iter().enumerate() {
+                let d = o.add((r * 9 + k) * ld + 8 * h);
+                _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), *v));
+            }
+        }
+    }
+}
