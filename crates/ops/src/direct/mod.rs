@@ -115,7 +115,7 @@ const MR: usize = 8;
 /// Input channels per pass over the output: their packed weights (`KC·9·MR` values, 18 KiB)
 /// stay in the L1 cache while the tiles sweep the stack.
 const KC: usize = 64;
-/// Output positions per microkernel tile (three AVX-512 vectors, six AVX2 ones).
+/// Output positions per microkernel tile (three AVX-512 vectors; AVX2 tiles are a third).
 const TILE: usize = 48;
 /// Stride-1 layers at most [`SHIFTED_MAX_WIDTH`] wide with at least this many input and output
 /// channels run on shifted planes: three copies of each frame, plane `k` shifted by `k − 1`
