@@ -288,12 +288,12 @@ fn weight_grad(
 }
 
 /// Whether `∂/∂w` runs on channel-interleaved frames ([`weight_grad16`]): AVX-512 or AVX2,
-/// input channels in whole blocks of 16, and outputs at least 8 wide (the interleaved frame is one
-/// plane with a zero column per image row, whose dropped positions cost more than the
-/// kernel saves at 4 wide). Backward time against [`weight_grad`]'s, alternating in one
+/// input channels in whole blocks of 16, and outputs at least 8 wide. (At 512 channels 4×4
+/// the one-plane interleaved frame of a stack, 62 KB per block, no longer stays in the L1
+/// cache while the output channels pass: 1.04–1.08× [`weight_grad`]'s time even with the
+/// dropped positions skipped.) Backward time against [`weight_grad`]'s, alternating in one
 /// process (two threads, 128 images): 0.90× at 64 channels 32×32, 0.88× at 128 channels
-/// 16×16, 0.96× at 256 channels 8×8, 0.90× for 64 → 128 channels at stride 2; 1.08× at 512
-/// channels 4×4 (hence the width cutoff). With AVX2 (`KD_OPS_ISA=avx2` on the same machine):
+/// 16×16, 0.96× at 256 channels 8×8, 0.90× for 64 → 128 channels at stride 2. With AVX2 (`KD_OPS_ISA=avx2` on the same machine):
 /// 0.88×, 0.87×, 0.92× and 0.90×.
 fn blocked_dw(isa: Isa, geo: &ConvGeom) -> bool {
     isa != Isa::Portable && geo.c.is_multiple_of(16) && geo.ow >= 8
@@ -327,12 +327,15 @@ fn weight_grad16(
     }
     // AVX-512 takes three output channels and all nine taps at a time, AVX2 two and three.
     let (step, taps) = if isa == Isa::Avx512 { (3, 9) } else { (2, 3) };
+    // Each frame row holds `w` output positions per image, then `sep` dropped ones: the
+    // kernels visit only the former.
+    let seg = (fr.w, fr.w + fr.sep);
     for cb in 0..cin / 16 {
         let blk = &xb[cb * 16 * cs..][..16 * cs];
         for o in (0..co).step_by(step) {
             let rows = (co - o).min(step);
             // Missing rows read the last again; their sums are dropped.
-            let dy = |r: usize| &dyf[(o + r.min(rows - 1)) * dcs + at..][..fr.qpad];
+            let dy = |r: usize| &dyf[(o + r.min(rows - 1)) * dcs + at..][..fr.h * fr.s];
             for t0 in (0..9).step_by(taps) {
                 let out = &mut dwt[(o * 9 + t0) * cin + cb * 16..];
                 match isa {
@@ -340,12 +343,20 @@ fn weight_grad16(
                     // reads (`reach ≤ cs` per block), the rows of `∂ŷ` and `dwt`'s rows.
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx512 => unsafe {
-                        x86::dw_block16_avx512(blk, offs, [dy(0), dy(1), dy(2)], rows, out, cin)
+                        x86::dw_block16_avx512(
+                            blk,
+                            offs,
+                            [dy(0), dy(1), dy(2)],
+                            seg,
+                            rows,
+                            out,
+                            cin,
+                        )
                     },
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2 => unsafe {
                         let o3 = [offs[t0], offs[t0 + 1], offs[t0 + 2]];
-                        x86::dw_block16_avx2(blk, o3, [dy(0), dy(1)], rows, out, cin)
+                        x86::dw_block16_avx2(blk, o3, [dy(0), dy(1)], seg, rows, out, cin)
                     },
                     _ => unreachable!("blocked ∂/∂w needs AVX2 or AVX-512"),
                 }

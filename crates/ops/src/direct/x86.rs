@@ -326,22 +326,25 @@ unsafe fn dots9_avx2(x: &[f32], offs: &[usize], dy: [&[f32]; 3]) -> [[f32; 3]; 3
 /// `∂/∂w` for three output channels and one block of 16 input channels, vectorised over the
 /// input channels: `acc[r][t] += Σ_q ∂ŷ[r][q] · x̃[q + offs[t]]`, where `x̃` is the block's
 /// channel-interleaved frame (`[position][16]`, so every load is one aligned vector and no
-/// lane sums are needed) and `dy[r]` holds `∂/∂y` at each output position `q < qpad`. The 27
-/// accumulators are added to `out[r][t]` (16 values each, channel-major rows of `ld`).
+/// lane sums are needed) and `dy[r]` holds `∂/∂y` at each output position `q`. Only the
+/// positions `q` with `q mod period < run` are visited (each image row of the frame, not the
+/// zero column after it). The 27 accumulators are added to `out[r][t]` (16 values each, rows
+/// `ld` apart).
 ///
 /// # Safety
-/// The CPU runs AVX-512 F; `xb` holds `16·(qpad + offs[t])` values for every tap; each row of
-/// `dy` holds `qpad` values; `out` holds `((rows − 1)·9 + 8)·ld + 16` values.
+/// The CPU runs AVX-512 F; `xb` holds `16·(n + offs[t])` values for every tap, where `n` is
+/// the length of every row of `dy`; `out` holds `((rows − 1)·9 + 8)·ld + 16` values.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn dw_block16_avx512(
     xb: &[f32],
     offs: &[usize; 9],
     dy: [&[f32]; 3],
+    (run, period): (usize, usize),
     rows: usize,
     out: &mut [f32],
     ld: usize,
 ) {
-    let qpad = dy[0].len();
+    let n = dy[0].len();
     let x = xb.as_ptr();
     let p: [*const f32; 9] = std::array::from_fn(|t| x.add(16 * offs[t]));
     let [d0, d1, d2] = dy.map(|d| d.as_ptr());
@@ -349,31 +352,35 @@ pub(super) unsafe fn dw_block16_avx512(
     let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5, mut a6, mut a7, mut a8] = [z; 9];
     let [mut b0, mut b1, mut b2, mut b3, mut b4, mut b5, mut b6, mut b7, mut b8] = [z; 9];
     let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5, mut c6, mut c7, mut c8] = [z; 9];
-    for q in 0..qpad {
-        let (y0, y1, y2) = (
-            _mm512_set1_ps(*d0.add(q)),
-            _mm512_set1_ps(*d1.add(q)),
-            _mm512_set1_ps(*d2.add(q)),
-        );
-        macro_rules! tap {
-            ($(($t:literal, $a:ident, $b:ident, $c:ident)),*) => {$(
-                let v = _mm512_load_ps(p[$t].add(16 * q));
-                $a = _mm512_fmadd_ps(y0, v, $a);
-                $b = _mm512_fmadd_ps(y1, v, $b);
-                $c = _mm512_fmadd_ps(y2, v, $c);
-            )*};
+    let mut row = 0;
+    while row < n {
+        for q in row..(row + run).min(n) {
+            let (y0, y1, y2) = (
+                _mm512_set1_ps(*d0.add(q)),
+                _mm512_set1_ps(*d1.add(q)),
+                _mm512_set1_ps(*d2.add(q)),
+            );
+            macro_rules! tap {
+                ($(($t:literal, $a:ident, $b:ident, $c:ident)),*) => {$(
+                    let v = _mm512_load_ps(p[$t].add(16 * q));
+                    $a = _mm512_fmadd_ps(y0, v, $a);
+                    $b = _mm512_fmadd_ps(y1, v, $b);
+                    $c = _mm512_fmadd_ps(y2, v, $c);
+                )*};
+            }
+            tap!(
+                (0, a0, b0, c0),
+                (1, a1, b1, c1),
+                (2, a2, b2, c2),
+                (3, a3, b3, c3),
+                (4, a4, b4, c4),
+                (5, a5, b5, c5),
+                (6, a6, b6, c6),
+                (7, a7, b7, c7),
+                (8, a8, b8, c8)
+            );
         }
-        tap!(
-            (0, a0, b0, c0),
-            (1, a1, b1, c1),
-            (2, a2, b2, c2),
-            (3, a3, b3, c3),
-            (4, a4, b4, c4),
-            (5, a5, b5, c5),
-            (6, a6, b6, c6),
-            (7, a7, b7, c7),
-            (8, a8, b8, c8)
-        );
+        row += period;
     }
     let sums = [
         [a0, a1, a2, a3, a4, a5, a6, a7, a8],
@@ -394,35 +401,40 @@ pub(super) unsafe fn dw_block16_avx512(
 /// registers). `out[r][k]` is tap `k` of the three, rows `9·ld` apart.
 ///
 /// # Safety
-/// The CPU runs AVX2 and FMA; `xb` holds `16·(qpad + offs[k])` values for each of the three
-/// taps; each row of `dy` holds `qpad` values; `out` holds `((rows − 1)·9 + 2)·ld + 16` values.
+/// The CPU runs AVX2 and FMA; `xb` holds `16·(n + offs[k])` values for each of the three
+/// taps, where `n` is the length of both rows of `dy`; `out` holds `((rows − 1)·9 + 2)·ld + 16` values.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn dw_block16_avx2(
     xb: &[f32],
     offs: [usize; 3],
     dy: [&[f32]; 2],
+    (run, period): (usize, usize),
     rows: usize,
     out: &mut [f32],
     ld: usize,
 ) {
-    let qpad = dy[0].len();
+    let n = dy[0].len();
     let x = xb.as_ptr();
     let p: [*const f32; 3] = std::array::from_fn(|k| x.add(16 * offs[k]));
     let [d0, d1] = dy.map(|d| d.as_ptr());
     let mut acc = [[[_mm256_setzero_ps(); 2]; 3]; 2];
-    for q in 0..qpad {
-        let y = [_mm256_set1_ps(*d0.add(q)), _mm256_set1_ps(*d1.add(q))];
-        for (k, pk) in p.iter().enumerate() {
-            let v = [
-                _mm256_load_ps(pk.add(16 * q)),
-                _mm256_load_ps(pk.add(16 * q + 8)),
-            ];
-            for (ar, yr) in acc.iter_mut().zip(&y) {
-                for (a, vh) in ar[k].iter_mut().zip(&v) {
-                    *a = _mm256_fmadd_ps(*yr, *vh, *a);
+    let mut row = 0;
+    while row < n {
+        for q in row..(row + run).min(n) {
+            let y = [_mm256_set1_ps(*d0.add(q)), _mm256_set1_ps(*d1.add(q))];
+            for (k, pk) in p.iter().enumerate() {
+                let v = [
+                    _mm256_load_ps(pk.add(16 * q)),
+                    _mm256_load_ps(pk.add(16 * q + 8)),
+                ];
+                for (ar, yr) in acc.iter_mut().zip(&y) {
+                    for (a, vh) in ar[k].iter_mut().zip(&v) {
+                        *a = _mm256_fmadd_ps(*yr, *vh, *a);
+                    }
                 }
             }
         }
+        row += period;
     }
     let o = out.as_mut_ptr();
     for (r, ar) in acc.iter().enumerate().take(rows) {
