@@ -56,6 +56,13 @@ pub struct Args {
     /// allocator state carries into the next.
     #[arg(long, hide = true)]
     row: bool,
+    /// Cap both sides' CPU kernels at this instruction set (`avx2` or `avx512`), to compare
+    /// them as on a CPU without the wider one: ours through `KD_OPS_ISA` (the direct
+    /// convolution kernels), PyTorch's through `ONEDNN_MAX_CPU_ISA` (oneDNN) and
+    /// `ATEN_CPU_CAPABILITY` (its own kernels). The `gemm` crate (1×1 convolutions, the
+    /// convolutions left to im2col, linear layers) picks its own.
+    #[arg(long, value_parser = ["avx2", "avx512"])]
+    isa: Option<String>,
     /// Write the table here instead of `target/bench/models[-generic|-cuda].md`.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -182,6 +189,7 @@ fn run_torch(python: &std::path::Path, arch: &str, method: &str, args: &Args) ->
         .env("OMP_NUM_THREADS", &t)
         .env("MKL_NUM_THREADS", &t)
         .envs(kd_ops::KEEP_LARGE_ALLOCATIONS_ENV.iter().copied())
+        .envs(torch_isa_env(args))
         .output()
         .with_context(|| format!("running {} {}", python.display(), script.display()))?;
     anyhow::ensure!(
@@ -191,6 +199,18 @@ fn run_torch(python: &std::path::Path, arch: &str, method: &str, args: &Args) ->
         String::from_utf8_lossy(&out.stderr)
     );
     Measured::from_json(&out.stdout).context("parsing the torch script's JSON")
+}
+
+/// The variables that cap PyTorch's CPU kernels at `--isa`.
+fn torch_isa_env(args: &Args) -> Vec<(&'static str, &'static str)> {
+    match args.isa.as_deref() {
+        Some("avx2") => vec![("ONEDNN_MAX_CPU_ISA", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2")],
+        Some(_) => vec![
+            ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE"),
+            ("ATEN_CPU_CAPABILITY", "avx512"),
+        ],
+        None => Vec::new(),
+    }
 }
 
 /// Our side of one row, measured in a fresh process (`--row`).
@@ -262,6 +282,10 @@ fn ours(arch: &str, method: &str, args: &Args) -> Result<Measured> {
 
 pub fn run(args: Args) -> Result<()> {
     kd_ops::keep_large_allocations();
+    if let Some(isa) = &args.isa {
+        // Before anything reads it; the rows' processes inherit it.
+        std::env::set_var(kd_ops::ISA_ENV, isa);
+    }
     anyhow::ensure!(
         !(args.generic && args.device != "cpu"),
         "--generic runs the GPU's compositions on the CPU; with --device {} they run anyway",
@@ -319,6 +343,18 @@ pub fn run(args: Args) -> Result<()> {
             kd_ops::conv_isa(),
             kd_ops::ISA_ENV
         )?;
+        if let Some(isa) = &args.isa {
+            let caps: Vec<String> = torch_isa_env(&args)
+                .iter()
+                .map(|(k, v)| format!("`{k}={v}`"))
+                .collect();
+            writeln!(
+                text,
+                "`--isa {isa}`: PyTorch capped with {}; the `gemm` crate on our side is not \
+                 capped.",
+                caps.join(" and ")
+            )?;
+        }
     }
     if host_cols {
         text.push_str(
