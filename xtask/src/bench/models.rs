@@ -204,7 +204,10 @@ fn run_torch(python: &std::path::Path, arch: &str, method: &str, args: &Args) ->
 /// The variables that cap PyTorch's CPU kernels at `--isa`.
 fn torch_isa_env(args: &Args) -> Vec<(&'static str, &'static str)> {
     match args.isa.as_deref() {
-        Some("avx2") => vec![("ONEDNN_MAX_CPU_ISA", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2")],
+        Some("avx2") => vec![
+            ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+            ("ATEN_CPU_CAPABILITY", "avx2"),
+        ],
         Some(_) => vec![
             ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE"),
             ("ATEN_CPU_CAPABILITY", "avx512"),
