@@ -29,7 +29,7 @@ pub(super) unsafe fn conv_block(
                 conv_block_avx512::<$nt>(qpad, x, cs, cin, offs, wp.as_ptr(), rows, op, ld, add)
             } else {
                 // Four rows × 16 positions: with 12 accumulators (4 × 24) the compiler spilled
-                // one in the inner loop, which ran 1.5–1.7× slower.
+                // one in the inner loop, which ran 1.4–1.8× slower.
                 for r0 in (0..rows).step_by(4) {
                     let (w, n) = (wp.as_ptr().add(r0), (rows - r0).min(4));
                     conv_block_avx2::<$nt>(qpad, x, cs, cin, offs, w, n, op.add(r0 * ld), ld, add)
@@ -402,7 +402,8 @@ pub(super) unsafe fn dw_block16_avx512(
 ///
 /// # Safety
 /// The CPU runs AVX2 and FMA; `xb` holds `16·(n + offs[k])` values for each of the three
-/// taps, where `n` is the length of both rows of `dy`; `out` holds `((rows − 1)·9 + 2)·ld + 16` values.
+/// taps, where `n` is the length of both rows of `dy`; `out` holds `((rows − 1)·9 + 2)·ld + 16`
+/// values.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn dw_block16_avx2(
     xb: &[f32],
