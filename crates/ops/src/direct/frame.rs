@@ -46,6 +46,10 @@ impl Frame {
             nb
         }
     }
+    /// The one-plane frame (a zero column after each image row) of the same stack.
+    pub(super) fn one_plane(&self) -> Self {
+        Self::new(self.h, self.w, self.nb, 1)
+    }
     /// Frame index of pixel `(y, 0)` of image `j`.
     pub(super) fn at(&self, j: usize, y: usize) -> usize {
         self.sep + (1 + y) * self.s + j * (self.w + self.sep)

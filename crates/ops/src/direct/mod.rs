@@ -264,7 +264,7 @@ fn weight_grad(
     for c0 in (0..cin).step_by(KC) {
         for o in (0..co).step_by(3) {
             let rows = (co - o).min(3);
-            // Missing rows read the first again; their sums are dropped.
+            // Missing rows read the last again; their sums are dropped.
             let dy: [&[f32]; 3] =
                 std::array::from_fn(|r| &dyf[(o + r.min(rows - 1)) * dcs + at..][..fr.qpad]);
             for c in c0..(c0 + KC).min(cin) {
@@ -293,8 +293,8 @@ fn weight_grad(
 /// cache while the output channels pass: 1.04–1.08× [`weight_grad`]'s time even with the
 /// dropped positions skipped.) Backward time against [`weight_grad`]'s, alternating in one
 /// process (two threads, 128 images): 0.90× at 64 channels 32×32, 0.88× at 128 channels
-/// 16×16, 0.96× at 256 channels 8×8, 0.90× for 64 → 128 channels at stride 2. With AVX2 (`KD_OPS_ISA=avx2` on the same machine):
-/// 0.88×, 0.87×, 0.92× and 0.90×.
+/// 16×16, 0.96× at 256 channels 8×8, 0.90× for 64 → 128 channels at stride 2. With AVX2
+/// (`KD_OPS_ISA=avx2` on the same machine): 0.88×, 0.87×, 0.92× and 0.90×.
 fn blocked_dw(isa: Isa, geo: &ConvGeom) -> bool {
     isa != Isa::Portable && geo.c.is_multiple_of(16) && geo.ow >= 8
 }
@@ -449,36 +449,36 @@ pub(crate) fn backward(
             (ab, taps, wt)
         })
         .collect();
+    let blocked = blocked_dw(isa, geo);
+    // Shifted planes serve `∂/∂x`; blocked `∂/∂w` reads `x` and `∂/∂y` framed once more on one
+    // plane (its taps shift by whole vectors, so its loads are aligned there too).
+    let refr = blocked && plan.full.sep == 0;
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(per * chw)
         .zip(x.par_chunks(per * chw))
         .zip(dout.par_chunks(per * co * ohw))
         .map(|((dxs, xs), douts)| {
-            let blocked = blocked_dw(isa, geo);
-            // `[co][c][9]`, or `[co][9][c]` until the end where `∂/∂w` is blocked.
+            // `[co][c][9]`, or `[co][9][c]` where `∂/∂w` is blocked.
             let mut dw = vec![0.0f32; co * c * 9];
             let mut db = vec![0.0f32; co];
-            // Shifted planes serve `∂/∂x`; blocked `∂/∂w` frames `x` and `∂/∂y` once more on
-            // one plane (aligned anyway: its taps shift by whole vectors).
-            let refr = blocked && plan.full.sep == 0;
-            let one = |fr: &Frame| Frame::new(fr.h, fr.w, fr.nb, 1);
-            let mut xbbuf = if blocked {
-                util::scratch(3, c * plan.planes() * plan.full.len + 15)
-            } else {
-                Vec::new()
-            };
-            let mut dy1buf = if refr {
-                util::scratch(4, co * one(&plan.full).len + 15)
-            } else {
-                Vec::new()
-            };
             let ld = plan.full.qpad;
             // `∂ŷ` on shifted planes (for `∂/∂x`) where the input is, else on one plane.
             let dplanes = if plan.full.sep == 0 { 3 } else { 1 };
             let mut xbuf = util::scratch(0, c * plan.planes() * plan.full.len + 15);
             let mut dybuf = util::scratch(1, co * dplanes * plan.full.len + 15);
             let mut dxbuf = util::scratch(2, c * ld + 15);
+            let blen = |n: usize| if blocked { n + 15 } else { 0 };
+            let mut xbbuf = util::scratch(3, blen(c * plan.planes() * plan.full.len));
+            let mut dy1buf = util::scratch(
+                4,
+                blen(if refr {
+                    co * plan.full.one_plane().len
+                } else {
+                    0
+                }),
+            );
             let (xf, dyf, dxf) = (aligned(&mut xbuf), aligned(&mut dybuf), aligned(&mut dxbuf));
+            let (xbl, dy1f) = (aligned(&mut xbbuf), aligned(&mut dy1buf));
             for ((dxb, xb), dob) in dxs
                 .chunks_mut(plan.full.nb * chw)
                 .zip(xs.chunks(plan.full.nb * chw))
@@ -488,34 +488,29 @@ pub(crate) fn backward(
                     crate::conv::add_bias_grad(&mut db, dob, ohw);
                 }
                 let fr = plan.frame(xb.len() / chw);
-                let (cs, dcs) = (plan.planes() * fr.len, dplanes * fr.len);
+                let dcs = dplanes * fr.len;
                 plan.fill_planes(&fr, dob, co, dyf);
-                // `∂/∂y` at output position 0 sits at the centre tap's offset.
-                let dy = (&dyf[..], dcs, fr.shift(1, 1));
-                if refr {
-                    let f1 = one(&fr);
-                    let dy1f = aligned(&mut dy1buf);
+                // The frame `∂/∂w` reads, with `x̂` and `∂ŷ` on it (`∂/∂y` at output position 0
+                // at the centre tap's offset).
+                let (wf, xw, dyw) = if refr {
+                    let f1 = fr.one_plane();
                     f1.fill(xb, c, xf);
                     f1.fill(dob, co, dy1f);
-                    let xbl = aligned(&mut xbbuf);
-                    let dy1 = (&dy1f[..], f1.len, f1.shift(1, 1));
-                    weight_grad16(
-                        isa,
-                        &f1,
-                        (xf, f1.len, c),
-                        xbl,
-                        &plan.taps(&f1),
-                        dy1,
-                        co,
-                        &mut dw,
-                    );
-                } else if blocked {
-                    plan.fill_input(&fr, xb, xf);
-                    let xbl = aligned(&mut xbbuf);
-                    weight_grad16(isa, &fr, (xf, cs, c), xbl, &plan.taps(&fr), dy, co, &mut dw);
+                    (
+                        f1,
+                        (&xf[..], f1.len, c),
+                        (&dy1f[..], f1.len, f1.shift(1, 1)),
+                    )
                 } else {
                     plan.fill_input(&fr, xb, xf);
-                    weight_grad(isa, &fr, (xf, cs, c), &plan.taps(&fr), dy, co, &mut dw);
+                    let cs = plan.planes() * fr.len;
+                    (fr, (&xf[..], cs, c), (&dyf[..], dcs, fr.shift(1, 1)))
+                };
+                let offs = plan.taps(&wf);
+                if blocked {
+                    weight_grad16(isa, &wf, xw, xbl, &offs, dyw, co, &mut dw);
+                } else {
+                    weight_grad(isa, &wf, xw, &offs, dyw, co, &mut dw);
                 }
                 for ((a, b), taps, wt) in &passes {
                     let offs: Vec<usize> = taps.iter().map(|&t| plan.dx_offset(&fr, t)).collect();
@@ -535,20 +530,14 @@ pub(crate) fn backward(
                     });
                 }
             }
-            util::give_scratch(0, xbuf);
-            util::give_scratch(1, dybuf);
-            util::give_scratch(2, dxbuf);
-            if blocked {
-                util::give_scratch(3, xbbuf);
-                if refr {
-                    util::give_scratch(4, dy1buf);
-                }
-                dw = taps_last(&dw, co, c);
+            for (slot, buf) in [xbuf, dybuf, dxbuf, xbbuf, dy1buf].into_iter().enumerate() {
+                util::give_scratch(slot, buf);
             }
             (dw, db)
         })
         .collect();
-    crate::conv::sum_partials(partials, (co * c * 9, co))
+    let (dw, db) = crate::conv::sum_partials(partials, (co * c * 9, co));
+    (if blocked { taps_last(&dw, co, c) } else { dw }, db)
 }
 
 #[cfg(test)]
