@@ -46,122 +46,88 @@ pub(super) unsafe fn conv_block(
     }
 }
 
-/// AVX-512 tile: 8 output rows × 48 positions in 24 accumulators; per input channel and tap,
-/// three loads of the frame and eight broadcast weights, over all of the pass's input channels.
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn conv_block_avx512<const NT: usize>(
-    qpad: usize,
-    xf: *const f32,
-    cs: usize,
-    cin: usize,
-    offs: &[usize; NT],
-    wp: *const f32,
-    rows: usize,
-    op: *mut f32,
-    ld: usize,
-    add: bool,
-) {
-    let mut q = 0;
-    while q < qpad {
-        let mut acc = [[_mm512_setzero_ps(); 3]; MR];
-        if add {
-            for (r, ar) in acc.iter_mut().enumerate().take(rows) {
+/// The taps of one input channel in a [`tile_kernel`]: for each tap `t < nt`, `v` loads of the
+/// frame at `xc + offs[t]`, each multiplied by the `acc.len()` broadcast weights of `wc`'s tap.
+macro_rules! tile_taps {
+    ($nt:ident, $xc:ident, $wc:ident, $offs:ident, $acc:ident, $lanes:literal, $v:literal,
+     $load:ident, $set1:ident, $fma:ident; $($t:literal)*) => {$(
+        if $t < $nt {
+            let a = $xc.add(*$offs.get_unchecked($t));
+            let v: [_; $v] = std::array::from_fn(|k| $load(a.add($lanes * k)));
+            let wt = $wc.add($t * MR);
+            for (r, ar) in $acc.iter_mut().enumerate() {
+                let b = $set1(*wt.add(r));
                 for (k, a) in ar.iter_mut().enumerate() {
-                    *a = _mm512_loadu_ps(op.add(r * ld + q + 16 * k));
+                    *a = $fma(v[k], b, *a);
                 }
             }
         }
-        for c in 0..cin {
-            let xc = xf.add(c * cs + q);
-            let wc = wp.add(c * NT * MR);
-            // The taps written out (those past `NT` compile away): a loop of nine
-            // mispredicts its exit.
-            macro_rules! tap {
-                    ($($t:literal)*) => {$(
-                        if $t < NT {
-                            let a = xc.add(*offs.get_unchecked($t));
-                            let v = [
-                                _mm512_loadu_ps(a),
-                                _mm512_loadu_ps(a.add(16)),
-                                _mm512_loadu_ps(a.add(32)),
-                            ];
-                            let wt = wc.add($t * MR);
-                            for (r, ar) in acc.iter_mut().enumerate() {
-                                let b = _mm512_set1_ps(*wt.add(r));
-                                for (k, a) in ar.iter_mut().enumerate() {
-                                    *a = _mm512_fmadd_ps(v[k], b, *a);
-                                }
-                            }
-                        }
-                    )*};
-                }
-            tap!(0 1 2 3 4 5 6 7 8);
-        }
-        for (r, ar) in acc.iter().enumerate().take(rows) {
-            for (k, a) in ar.iter().enumerate() {
-                _mm512_storeu_ps(op.add(r * ld + q + 16 * k), *a);
-            }
-        }
-        q += 48;
-    }
+    )*};
 }
 
-/// AVX2 tile: 4 output rows (of the 8 of a packed block, starting at `wp`) × 16 positions in
-/// 8 accumulators; per input channel and tap, two loads of the frame and four broadcast
-/// weights.
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn conv_block_avx2<const NT: usize>(
-    qpad: usize,
-    xf: *const f32,
-    cs: usize,
-    cin: usize,
-    offs: &[usize; NT],
-    wp: *const f32,
-    rows: usize,
-    op: *mut f32,
-    ld: usize,
-    add: bool,
-) {
-    let mut q = 0;
-    while q < qpad {
-        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-        if add {
-            for (r, ar) in acc.iter_mut().enumerate().take(rows) {
-                for (k, a) in ar.iter_mut().enumerate() {
-                    *a = _mm256_loadu_ps(op.add(r * ld + q + 8 * k));
-                }
-            }
-        }
-        for c in 0..cin {
-            let xc = xf.add(c * cs + q);
-            let wc = wp.add(c * NT * MR);
-            macro_rules! tap {
-                    ($($t:literal)*) => {$(
-                        if $t < NT {
-                            let a = xc.add(*offs.get_unchecked($t));
-                            let v = [_mm256_loadu_ps(a), _mm256_loadu_ps(a.add(8))];
-                            let wt = wc.add($t * MR);
-                            for (r, ar) in acc.iter_mut().enumerate() {
-                                let b = _mm256_broadcast_ss(&*wt.add(r));
-                                for (k, a) in ar.iter_mut().enumerate() {
-                                    *a = _mm256_fmadd_ps(v[k], b, *a);
-                                }
-                            }
+/// Defines a tile kernel of [`conv_block`]: `$r` output rows (of the 8 of a packed block,
+/// starting at `wp`) × `$v` vectors of `$lanes` positions, in `$r·$v` accumulators; per input
+/// channel and tap, `$v` loads of the frame and `$r` broadcast weights, over all of the pass's
+/// input channels. The AVX-512 and AVX2 kernels are this one loop with their own vector type,
+/// intrinsics and tile.
+macro_rules! tile_kernel {
+    ($(#[$doc:meta])* $name:ident, $feature:literal, $lanes:literal, $r:literal, $v:literal,
+     $zero:ident, $load:ident, $store:ident, $set1:ident, $fma:ident) => {
+        $(#[$doc])*
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<const NT: usize>(
+            qpad: usize,
+            xf: *const f32,
+            cs: usize,
+            cin: usize,
+            offs: &[usize; NT],
+            wp: *const f32,
+            rows: usize,
+            op: *mut f32,
+            ld: usize,
+            add: bool,
+        ) {
+            let mut q = 0;
+            while q < qpad {
+                let mut acc = [[$zero(); $v]; $r];
+                if add {
+                    for (r, ar) in acc.iter_mut().enumerate().take(rows) {
+                        for (k, a) in ar.iter_mut().enumerate() {
+                            *a = $load(op.add(r * ld + q + $lanes * k));
                         }
-                    )*};
+                    }
                 }
-            tap!(0 1 2 3 4 5 6 7 8);
-        }
-        for (r, ar) in acc.iter().enumerate().take(rows) {
-            for (k, a) in ar.iter().enumerate() {
-                _mm256_storeu_ps(op.add(r * ld + q + 8 * k), *a);
+                for c in 0..cin {
+                    let xc = xf.add(c * cs + q);
+                    let wc = wp.add(c * NT * MR);
+                    // The taps written out (those past `NT` compile away): a loop of nine
+                    // mispredicts its exit.
+                    tile_taps!(NT, xc, wc, offs, acc, $lanes, $v, $load, $set1, $fma;
+                        0 1 2 3 4 5 6 7 8);
+                }
+                for (r, ar) in acc.iter().enumerate().take(rows) {
+                    for (k, a) in ar.iter().enumerate() {
+                        $store(op.add(r * ld + q + $lanes * k), *a);
+                    }
+                }
+                q += $lanes * $v;
             }
         }
-        q += 16;
-    }
+    };
 }
+
+tile_kernel!(
+    /// AVX-512 tile: 8 output rows × 48 positions in 24 accumulators.
+    conv_block_avx512, "avx512f", 16, 8, 3,
+    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps
+);
+
+tile_kernel!(
+    /// AVX2 tile: 4 output rows × 16 positions in 8 accumulators.
+    conv_block_avx2, "avx2,fma", 8, 4, 2,
+    _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps
+);
 
 /// One step of [`dots27`]: for each tap `(t, a, b, c)`, one load of the frame at `q + offs[t]`
 /// and its products with the three rows of `∂y` into `a`, `b`, `c`. Written out (not a loop
