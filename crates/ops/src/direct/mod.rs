@@ -345,7 +345,7 @@ fn weight_grad16(
                     Isa::Avx512 => unsafe {
                         x86::dw_block16_avx512(
                             blk,
-                            offs,
+                            *offs,
                             [dy(0), dy(1), dy(2)],
                             seg,
                             rows,

@@ -289,127 +289,77 @@ unsafe fn dots9_avx2(x: &[f32], offs: &[usize], dy: [&[f32]; 3]) -> [[f32; 3]; 3
     ]
 }
 
-/// `∂/∂w` for three output channels and one block of 16 input channels, vectorised over the
-/// input channels: `acc[r][t] += Σ_q ∂ŷ[r][q] · x̃[q + offs[t]]`, where `x̃` is the block's
-/// channel-interleaved frame (`[position][16]`, so every load is one aligned vector and no
-/// lane sums are needed) and `dy[r]` holds `∂/∂y` at each output position `q`. Only the
-/// positions `q` with `q mod period < run` are visited (each image row of the frame, not the
-/// zero column after it). The 27 accumulators are added to `out[r][t]` (16 values each, rows
-/// `ld` apart).
+/// Defines a kernel of blocked `∂/∂w` (`super::weight_grad16`) for `$rows` output channels,
+/// `$taps` taps and one block of 16 input channels, vectorised over the input channels:
+/// `acc[r][k] += Σ_q ∂ŷ[r][q] · x̃[q + offs[k]]`, where `x̃` is the block's channel-interleaved
+/// frame (`[position][16]`, so every load is aligned and no lane is summed across; with 8
+/// lanes, each position is two halves) and `dy[r]` holds `∂/∂y` at each output position `q`.
+/// Only the positions `q` with `q mod period < run` are visited (each image row of the frame,
+/// not the zero column after it). The accumulators (`$rows·$taps·16/$lanes`, all in registers)
+/// are added to `out[r][k]` (16 values, rows `9·ld` and taps `ld` apart) for `r < rows`.
 ///
-/// # Safety
-/// The CPU runs AVX-512 F; `xb` holds `16·(n + offs[t])` values for every tap, where `n` is
-/// the length of every row of `dy`; `out` holds `((rows − 1)·9 + 8)·ld + 16` values.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn dw_block16_avx512(
-    xb: &[f32],
-    offs: &[usize; 9],
-    dy: [&[f32]; 3],
-    (run, period): (usize, usize),
-    rows: usize,
-    out: &mut [f32],
-    ld: usize,
-) {
-    let n = dy[0].len();
-    let x = xb.as_ptr();
-    let p: [*const f32; 9] = std::array::from_fn(|t| x.add(16 * offs[t]));
-    let [d0, d1, d2] = dy.map(|d| d.as_ptr());
-    let z = _mm512_setzero_ps();
-    let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5, mut a6, mut a7, mut a8] = [z; 9];
-    let [mut b0, mut b1, mut b2, mut b3, mut b4, mut b5, mut b6, mut b7, mut b8] = [z; 9];
-    let [mut c0, mut c1, mut c2, mut c3, mut c4, mut c5, mut c6, mut c7, mut c8] = [z; 9];
-    let mut row = 0;
-    while row < n {
-        for q in row..(row + run).min(n) {
-            let (y0, y1, y2) = (
-                _mm512_set1_ps(*d0.add(q)),
-                _mm512_set1_ps(*d1.add(q)),
-                _mm512_set1_ps(*d2.add(q)),
-            );
-            macro_rules! tap {
-                ($(($t:literal, $a:ident, $b:ident, $c:ident)),*) => {$(
-                    let v = _mm512_load_ps(p[$t].add(16 * q));
-                    $a = _mm512_fmadd_ps(y0, v, $a);
-                    $b = _mm512_fmadd_ps(y1, v, $b);
-                    $c = _mm512_fmadd_ps(y2, v, $c);
-                )*};
+/// Safety of the kernels: the CPU runs `$feature`; `xb` holds `16·(n + offs[k])` values for
+/// every tap, where `n` is the length of every row of `dy`; `out` holds
+/// `((rows − 1)·9 + $taps − 1)·ld + 16` values.
+macro_rules! dw_kernel {
+    ($(#[$doc:meta])* $name:ident, $feature:literal, $lanes:literal, $rows:literal, $taps:literal,
+     $zero:ident, $load:ident, $loadu:ident, $storeu:ident, $set1:ident, $fma:ident, $add:ident) => {
+        $(#[$doc])*
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn $name(
+            xb: &[f32],
+            offs: [usize; $taps],
+            dy: [&[f32]; $rows],
+            (run, period): (usize, usize),
+            rows: usize,
+            out: &mut [f32],
+            ld: usize,
+        ) {
+            const HALVES: usize = 16 / $lanes;
+            let n = dy[0].len();
+            let x = xb.as_ptr();
+            let p: [*const f32; $taps] = std::array::from_fn(|k| x.add(16 * offs[k]));
+            let d: [*const f32; $rows] = std::array::from_fn(|r| dy[r].as_ptr());
+            let mut acc = [[[$zero(); HALVES]; $taps]; $rows];
+            let mut row = 0;
+            while row < n {
+                for q in row..(row + run).min(n) {
+                    let y: [_; $rows] = std::array::from_fn(|r| $set1(*d[r].add(q)));
+                    for (k, pk) in p.iter().enumerate() {
+                        for h in 0..HALVES {
+                            let v = $load(pk.add(16 * q + $lanes * h));
+                            for (ar, yr) in acc.iter_mut().zip(&y) {
+                                ar[k][h] = $fma(*yr, v, ar[k][h]);
+                            }
+                        }
+                    }
+                }
+                row += period;
             }
-            tap!(
-                (0, a0, b0, c0),
-                (1, a1, b1, c1),
-                (2, a2, b2, c2),
-                (3, a3, b3, c3),
-                (4, a4, b4, c4),
-                (5, a5, b5, c5),
-                (6, a6, b6, c6),
-                (7, a7, b7, c7),
-                (8, a8, b8, c8)
-            );
-        }
-        row += period;
-    }
-    let sums = [
-        [a0, a1, a2, a3, a4, a5, a6, a7, a8],
-        [b0, b1, b2, b3, b4, b5, b6, b7, b8],
-        [c0, c1, c2, c3, c4, c5, c6, c7, c8],
-    ];
-    let o = out.as_mut_ptr();
-    for (r, row) in sums.iter().enumerate().take(rows) {
-        for (t, v) in row.iter().enumerate() {
-            let d = o.add((r * 9 + t) * ld);
-            _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), *v));
-        }
-    }
-}
-
-/// [`dw_block16_avx512`] with AVX2 + FMA for two output channels and three taps (one kernel
-/// row): each 16-channel position is two 8-lane halves, 12 accumulators in all (AVX2 has 16
-/// registers). `out[r][k]` is tap `k` of the three, rows `9·ld` apart.
-///
-/// # Safety
-/// The CPU runs AVX2 and FMA; `xb` holds `16·(n + offs[k])` values for each of the three
-/// taps, where `n` is the length of both rows of `dy`; `out` holds `((rows − 1)·9 + 2)·ld + 16`
-/// values.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dw_block16_avx2(
-    xb: &[f32],
-    offs: [usize; 3],
-    dy: [&[f32]; 2],
-    (run, period): (usize, usize),
-    rows: usize,
-    out: &mut [f32],
-    ld: usize,
-) {
-    let n = dy[0].len();
-    let x = xb.as_ptr();
-    let p: [*const f32; 3] = std::array::from_fn(|k| x.add(16 * offs[k]));
-    let [d0, d1] = dy.map(|d| d.as_ptr());
-    let mut acc = [[[_mm256_setzero_ps(); 2]; 3]; 2];
-    let mut row = 0;
-    while row < n {
-        for q in row..(row + run).min(n) {
-            let y = [_mm256_set1_ps(*d0.add(q)), _mm256_set1_ps(*d1.add(q))];
-            for (k, pk) in p.iter().enumerate() {
-                let v = [
-                    _mm256_load_ps(pk.add(16 * q)),
-                    _mm256_load_ps(pk.add(16 * q + 8)),
-                ];
-                for (ar, yr) in acc.iter_mut().zip(&y) {
-                    for (a, vh) in ar[k].iter_mut().zip(&v) {
-                        *a = _mm256_fmadd_ps(*yr, *vh, *a);
+            let o = out.as_mut_ptr();
+            for (r, ar) in acc.iter().enumerate().take(rows) {
+                for (k, ak) in ar.iter().enumerate() {
+                    for (h, v) in ak.iter().enumerate() {
+                        let at = o.add((r * 9 + k) * ld + $lanes * h);
+                        $storeu(at, $add($loadu(at), *v));
                     }
                 }
             }
         }
-        row += period;
-    }
-    let o = out.as_mut_ptr();
-    for (r, ar) in acc.iter().enumerate().take(rows) {
-        for (k, ak) in ar.iter().enumerate() {
-            for (h, v) in ak.iter().enumerate() {
-                let d = o.add((r * 9 + k) * ld + 8 * h);
-                _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), *v));
-            }
-        }
-    }
+    };
 }
+
+dw_kernel!(
+    /// Three output channels × all nine taps: 27 accumulators.
+    dw_block16_avx512, "avx512f", 16, 3, 9,
+    _mm512_setzero_ps, _mm512_load_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps,
+    _mm512_fmadd_ps, _mm512_add_ps
+);
+
+dw_kernel!(
+    /// Two output channels × three taps (one kernel row) × two 8-lane halves: 12 accumulators
+    /// (AVX2 has 16 registers).
+    dw_block16_avx2, "avx2,fma", 8, 2, 3,
+    _mm256_setzero_ps, _mm256_load_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
+    _mm256_fmadd_ps, _mm256_add_ps
+);
