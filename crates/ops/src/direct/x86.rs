@@ -26,7 +26,16 @@ pub(super) unsafe fn conv_block(
         ($nt:literal) => {{
             let offs: &[usize; $nt] = offs.try_into().expect("tap count");
             if avx512 {
-                conv_block_avx512::<$nt>(qpad, x, cs, cin, offs, wp.as_ptr(), rows, op, ld, add)
+                // Tiles of 48 positions, then one of 32 or 16 for the rest.
+                let (w, main) = (wp.as_ptr(), qpad / super::TILE * super::TILE);
+                conv_block_avx512::<$nt>(main, x, cs, cin, offs, w, rows, op, ld, add);
+                let (x, op) = (x.add(main), op.add(main));
+                match qpad - main {
+                    0 => {}
+                    16 => conv_tail16_avx512::<$nt>(16, x, cs, cin, offs, w, rows, op, ld, add),
+                    32 => conv_tail32_avx512::<$nt>(32, x, cs, cin, offs, w, rows, op, ld, add),
+                    n => unreachable!("{n} positions left: qpad is a multiple of 16"),
+                }
             } else {
                 // Four rows × 16 positions: with 12 accumulators (4 × 24) the compiler spilled
                 // one in the inner loop, which ran 1.4–1.8× slower.
@@ -120,6 +129,18 @@ macro_rules! tile_kernel {
 tile_kernel!(
     /// AVX-512 tile: 8 output rows × 48 positions in 24 accumulators.
     conv_block_avx512, "avx512f", 16, 8, 3,
+    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps
+);
+
+tile_kernel!(
+    /// AVX-512 tile for the last 32 positions: 8 output rows × 32 positions.
+    conv_tail32_avx512, "avx512f", 16, 8, 2,
+    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps
+);
+
+tile_kernel!(
+    /// AVX-512 tile for the last 16 positions: 8 output rows × 16 positions.
+    conv_tail16_avx512, "avx512f", 16, 8, 1,
     _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps
 );
 
