@@ -4,7 +4,9 @@
 //! `out[n, o, y, x] = bias[o] + Σ_{c, i, j} w[o, c, i, j] · in[n, g·C/G + c, y·s − p + i·d, x·s − p + j·d]`
 //! where `g = o / (O/G)`. On the CPU, the 3×3 convolutions that `crate::direct` takes (its
 //! `applies` has the cutoffs: every 3×3 layer of ResNet-20, and all of ResNet-18's but its two
-//! widest stride-2 ones) run its direct kernels. Every other geometry lowers each sample
+//! widest stride-2 ones) run its direct kernels, except that the widest stride-1 layers
+//! (`crate::winograd::applies`: ResNet-18's 256 channels 8×8 and 512 channels 4×4) run their
+//! forward pass and `∂/∂x` as Winograd `F(2×2, 3×3)`. Every other geometry lowers each sample
 //! and group to one `gemm` (im2col; a 1×1 stride-1 unpadded convolution reads the input
 //! directly), and the backward pass computes `dW += dY · colᵀ` and `dX += col2im(Wᵀ · dY)`.
 
@@ -12,6 +14,7 @@ use crate::direct;
 use crate::im2col::{col2im, im2col};
 use crate::shared;
 use crate::util::{self, Mat};
+use crate::winograd;
 use crate::{OpsDevice, Shape4};
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -188,10 +191,13 @@ fn samples_per_gemm(geo: &ConvGeom, chunk: usize) -> usize {
     (TARGET_COLS / geo.pix().max(1)).clamp(1, chunk.max(1))
 }
 
-/// Forward pass on row-major buffers, giving `[n, co, oh, ow]`. "Same" 3×3 convolutions run
-/// [`direct`]'s kernels, every other geometry [`forward_im2col`].
+/// Forward pass on row-major buffers, giving `[n, co, oh, ow]`. The widest "same" 3×3
+/// convolutions run [`winograd`], the others [`direct`]'s kernels, every other geometry
+/// [`forward_im2col`].
 pub(crate) fn forward_cpu(geo: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    if direct::applies(geo) {
+    if winograd::applies(geo) {
+        winograd::forward(geo, x, w, bias)
+    } else if direct::applies(geo) {
         direct::forward(direct::Isa::best(), geo, x, w, bias)
     } else {
         let mut out = util::zeros(geo.n * geo.co * geo.pix());
@@ -295,8 +301,11 @@ pub(crate) fn backward_cpu(
     dx: &mut [f32],
     with_bias: bool,
 ) -> (Vec<f32>, Vec<f32>) {
-    if direct::applies(geo) {
-        direct::backward(direct::Isa::best(), geo, x, w, dout, dx, with_bias)
+    if winograd::applies(geo) && direct::applies(geo) {
+        winograd::backward_input(geo, w, dout, dx);
+        direct::backward(direct::Isa::best(), geo, x, w, dout, None, with_bias)
+    } else if direct::applies(geo) {
+        direct::backward(direct::Isa::best(), geo, x, w, dout, Some(dx), with_bias)
     } else {
         backward_im2col(geo, x, w, dout, dx, with_bias)
     }

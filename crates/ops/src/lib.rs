@@ -24,6 +24,7 @@ mod shared;
 mod stencil;
 pub mod upsample;
 mod util;
+mod winograd;
 
 pub use dfdx;
 pub use rayon;
