@@ -301,11 +301,11 @@ pub(crate) fn backward_cpu(
     dx: &mut [f32],
     with_bias: bool,
 ) -> (Vec<f32>, Vec<f32>) {
-    if winograd::applies(geo) && direct::applies(geo) {
+    if winograd::applies(geo) {
         winograd::backward_input(geo, w, dout, dx);
-        direct::backward(direct::Isa::best(), geo, x, w, dout, None, with_bias)
+        winograd::backward_weights(geo, x, dout, with_bias)
     } else if direct::applies(geo) {
-        direct::backward(direct::Isa::best(), geo, x, w, dout, Some(dx), with_bias)
+        direct::backward(direct::Isa::best(), geo, x, w, dout, dx, with_bias)
     } else {
         backward_im2col(geo, x, w, dout, dx, with_bias)
     }

@@ -1,5 +1,5 @@
 //! Winograd convolution `F(2×2, 3×3)` (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-//! Networks", CVPR 2016, eq. 8) for the forward pass and `∂/∂x` of wide "same" 3×3 layers:
+//! Networks", CVPR 2016, eq. 8) for the forward and backward passes of wide "same" 3×3 layers:
 //! each 2×2 block of outputs is `Y = Aᵀ [Σ_c (G g G ᵀ) ⊙ (Bᵀ d B)] A`, so one tile of 16
 //! products per input channel replaces 36 multiplications: 2.25× fewer than
 //! [`crate::direct`]'s kernels. The sum over input channels is 16 matrix products (one per
@@ -8,7 +8,8 @@
 //!
 //! `∂/∂x` of a stride-1, padding-1 3×3 convolution is the same convolution of `∂/∂y` with the
 //! kernel rotated by 180° and its channel axes swapped, so it runs through the same code.
-//! `∂/∂w` stays with the direct kernels.
+//! `∂/∂w` differentiates the same formula: `∂U[e] = Σ_tiles (A ∂Y Aᵀ)[e]ᵀ · (Bᵀ d B)[e]`, 16
+//! more products, and `∂g = Gᵀ ∂U G`.
 
 use crate::conv::ConvGeom;
 use crate::util::{self, Mat};
@@ -18,10 +19,11 @@ use std::mem::MaybeUninit;
 /// Layers this module runs: stride 1, padding 1, 3×3, even output sizes (whole 2×2 tiles),
 /// at least this many input and output channels and at most [`MAX_PIXELS`] outputs per
 /// channel. There the 16 matrix products are wide enough for `gemm` to run near its peak and
-/// the tile transforms (a cost per channel and pixel) are small beside them. Forward time
-/// against the direct kernels (two threads, 128 images, alternating): 0.80–0.83× at 512
-/// channels 4×4, 0.85–0.87× at 256 channels 8×8; 1.05–1.08× at 128 channels 16×16, 1.25× at
-/// 64 channels 8×8 and 1.7× at 64 channels 32×32, which stay direct.
+/// the tile transforms (a cost per channel and pixel) are small beside them. Time against the
+/// direct kernels (two threads, 128 images, alternating in one process), forward / backward:
+/// 0.76–0.79× / 0.72–0.73× at 512 channels 4×4, 0.84–0.86× / 0.80–0.82× at 256 channels
+/// 8×8. Left direct: 128 channels 16×16 (0.92× / 1.06–1.08×), 64 channels 8×8 (1.2× /
+/// 1.2×), 64 channels 32×32 (1.65× / 1.7–1.8×).
 const MIN_CHANNELS: usize = 128;
 
 /// See [`MIN_CHANNELS`].
@@ -209,20 +211,8 @@ fn convolve(
         let nt = m * th * tw;
         let (v, mt) = (&mut vbuf[..16 * s.cin * nt], &mut mbuf[..16 * s.cout * nt]);
         for j in 0..m {
-            // The image channels last (`[hw][cin]`), then with a zero border.
-            util::transpose(&xs[(j0 + j) * chw..][..chw], s.cin, hw, &mut tbuf);
-            let p = &mut pbuf[..plen];
-            let row = (s.w + 2) * s.cin;
-            p[..row].fill(0.0);
-            p[(s.h + 1) * row..].fill(0.0);
-            for y in 0..s.h {
-                let r = &mut p[(y + 1) * row..][..row];
-                r[..s.cin].fill(0.0);
-                r[(s.w + 1) * s.cin..].fill(0.0);
-                r[s.cin..(s.w + 1) * s.cin]
-                    .copy_from_slice(&tbuf[y * s.w * s.cin..][..s.w * s.cin]);
-            }
-            transform_input(s, p, v, nt, j * th * tw);
+            let x = &xs[(j0 + j) * chw..][..chw];
+            transform_image(s, x, &mut pbuf, &mut tbuf, v, nt, j * th * tw);
         }
         for e in 0..16 {
             let lhs = Mat {
@@ -250,6 +240,153 @@ fn convolve(
     for (slot, buf) in [vbuf, mbuf, pbuf, tbuf].into_iter().enumerate() {
         util::give_scratch(slot, buf);
     }
+}
+
+/// [`transform_input`] of one NCHW image `x`: transposed to channels last in `tbuf`, then
+/// given its zero border in `pbuf`.
+fn transform_image(
+    s: &Shape,
+    x: &[f32],
+    pbuf: &mut [f32],
+    tbuf: &mut [f32],
+    v: &mut [f32],
+    nt: usize,
+    t0: usize,
+) {
+    let hw = s.h * s.w;
+    util::transpose(x, s.cin, hw, tbuf);
+    let p = &mut pbuf[..(s.h + 2) * (s.w + 2) * s.cin];
+    let row = (s.w + 2) * s.cin;
+    p[..row].fill(0.0);
+    p[(s.h + 1) * row..].fill(0.0);
+    for y in 0..s.h {
+        let r = &mut p[(y + 1) * row..][..row];
+        r[..s.cin].fill(0.0);
+        r[(s.w + 1) * s.cin..].fill(0.0);
+        r[s.cin..(s.w + 1) * s.cin].copy_from_slice(&tbuf[y * s.w * s.cin..][..s.w * s.cin]);
+    }
+    transform_input(s, p, v, nt, t0);
+}
+
+/// `A ∂Y Aᵀ` of the tiles of one image's output gradient `dy` (channels last, `[h][w][cout]`):
+/// the gradient of each tile's `M` ([`transform_output`]'s input), into `d` (`[16][nt][cout]`,
+/// rows `t0 + ty·tw + tx`).
+// The lane index reads four blocks at once.
+#[allow(clippy::needless_range_loop)]
+fn transform_grad(s: &Shape, dy: &[f32], d: &mut [f32], nt: usize, t0: usize) {
+    let (th, tw) = s.tiles();
+    let cout = s.cout;
+    assert!(d.len() >= 16 * nt * cout && t0 + th * tw <= nt);
+    // `A v` of two values: the transpose of [`at`].
+    let a = |[p, q]: [f32; 2]| [p, p + q, p - q, -q];
+    for ty in 0..th {
+        for tx in 0..tw {
+            let t = t0 + ty * tw + tx;
+            for ob in (0..cout).step_by(L) {
+                let g: [&[f32]; 4] = std::array::from_fn(|ab| {
+                    let at = ((2 * ty + ab / 2) * s.w + 2 * tx + ab % 2) * cout + ob;
+                    &dy[at..at + L]
+                });
+                let dp = d.as_mut_ptr();
+                for l in 0..L {
+                    let rows = [a([g[0][l], g[1][l]]), a([g[2][l], g[3][l]])];
+                    for q in 0..4 {
+                        for (i, x) in a([rows[0][q], rows[1][q]]).into_iter().enumerate() {
+                            // SAFETY: inside `d` (asserted above).
+                            unsafe { *dp.add(((4 * i + q) * nt + t) * cout + ob + l) = x };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `∂/∂w` (`[co][c][9]`) of the layer: per element `e` of the tile, `∂U[e] = Σ_tiles ∂M[e]ᵀ ·
+/// V[e]` (16 matrix products, summed over each thread's stacks and then over threads), then
+/// `∂g = Gᵀ ∂U G` per kernel. Also `∂/∂bias` (zeros unless `with_bias`).
+pub(crate) fn backward_weights(
+    geo: &ConvGeom,
+    x: &[f32],
+    dout: &[f32],
+    with_bias: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let s = Shape {
+        cin: geo.c,
+        cout: geo.co,
+        h: geo.h,
+        w: geo.w,
+    };
+    let (hw, chw, (th, tw)) = (geo.pix(), geo.c * geo.h * geo.w, s.tiles());
+    let per = util::per_thread(geo.n);
+    let mb = s.stack(per);
+    let full = mb * th * tw;
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = x
+        .par_chunks(per * chw)
+        .zip(dout.par_chunks(per * geo.co * hw))
+        .map(|(xs, douts)| {
+            let n = xs.len() / chw;
+            let mut du = vec![0.0f32; 16 * s.cout * s.cin];
+            let mut db = vec![0.0f32; s.cout];
+            let mut vbuf = util::scratch(0, 16 * s.cin * full);
+            let mut dbuf = util::scratch(1, 16 * s.cout * full);
+            let mut pbuf = util::scratch(2, ((s.h + 2) * (s.w + 2) * s.cin).max(hw * s.cout));
+            let mut tbuf = util::scratch(3, chw.max(hw * s.cout));
+            for j0 in (0..n).step_by(mb) {
+                let m = mb.min(n - j0);
+                let nt = m * th * tw;
+                let (v, d) = (&mut vbuf[..16 * s.cin * nt], &mut dbuf[..16 * s.cout * nt]);
+                for j in 0..m {
+                    let x = &xs[(j0 + j) * chw..][..chw];
+                    transform_image(&s, x, &mut pbuf, &mut tbuf, v, nt, j * th * tw);
+                    let dy = &douts[(j0 + j) * s.cout * hw..][..s.cout * hw];
+                    if with_bias {
+                        crate::conv::add_bias_grad(&mut db, dy, hw);
+                    }
+                    util::transpose(dy, s.cout, hw, &mut tbuf);
+                    transform_grad(&s, &tbuf, d, nt, j * th * tw);
+                }
+                for e in 0..16 {
+                    let lhs = Mat {
+                        data: &d[e * nt * s.cout..][..nt * s.cout],
+                        rs: 1,
+                        cs: s.cout,
+                    };
+                    let rhs = Mat {
+                        data: &v[e * nt * s.cin..][..nt * s.cin],
+                        rs: s.cin,
+                        cs: 1,
+                    };
+                    let dst = &mut du[e * s.cout * s.cin..][..s.cout * s.cin];
+                    util::matmul(s.cout, s.cin, nt, dst, s.cin, j0 > 0, lhs, rhs);
+                }
+            }
+            for (slot, buf) in [vbuf, dbuf, pbuf, tbuf].into_iter().enumerate() {
+                util::give_scratch(slot, buf);
+            }
+            (du, db)
+        })
+        .collect();
+    let (du, db) = crate::conv::sum_partials(partials, (16 * s.cout * s.cin, s.cout));
+    // Gᵀ of four values: the transpose of the weight transform's `G`.
+    let gt = |[a, b, c, d]: [f32; 4]| [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d];
+    let mut dw = vec![0.0f32; s.cout * s.cin * 9];
+    let plane = s.cout * s.cin;
+    dw.par_chunks_mut(s.cin * 9)
+        .enumerate()
+        .for_each(|(o, dwo)| {
+            for (c, k) in dwo.chunks_exact_mut(9).enumerate() {
+                let u: [f32; 16] = std::array::from_fn(|e| du[e * plane + o * s.cin + c]);
+                // Gᵀ down each of the four columns, then along the three rows.
+                let cols: [[f32; 3]; 4] =
+                    std::array::from_fn(|q| gt(std::array::from_fn(|i| u[4 * i + q])));
+                for r in 0..3 {
+                    let row = gt(std::array::from_fn(|q| cols[q][r]));
+                    k[3 * r..3 * r + 3].copy_from_slice(&row);
+                }
+            }
+        });
+    (dw, db)
 }
 
 /// Forward pass on row-major buffers, as [`crate::conv`]'s: `[n, co, oh, ow]`.

@@ -198,16 +198,7 @@ impl Plan {
     }
     /// Frames `c` channels of `∂/∂y` (or of a stride-1 input) as `[c][planes][len]`: one plane,
     /// or three where plane `k` of row `y` holds columns `k − 1 … w + k − 2` (zeros outside).
-    /// With `centre_only`, of the three only plane 1 is written (all that `∂/∂w` reads of
-    /// `∂/∂y` when no `∂/∂x` pass runs).
-    pub(super) fn fill_planes(
-        &self,
-        fr: &Frame,
-        src: &[f32],
-        c: usize,
-        dst: &mut [f32],
-        centre_only: bool,
-    ) {
+    pub(super) fn fill_planes(&self, fr: &Frame, src: &[f32], c: usize, dst: &mut [f32]) {
         if fr.sep == 1 {
             return fr.fill(src, c, dst);
         }
@@ -226,13 +217,11 @@ impl Plan {
                 for j in 0..fr.nb {
                     let row = &src[(j * c + ch) * hw + y * w..][..w];
                     let at = fr.at(j, y);
+                    p0[at] = 0.0;
+                    copy_row(&mut p0[at + 1..at + w], &row[..w - 1]);
                     copy_row(&mut p1[at..at + w], row);
-                    if !centre_only {
-                        p0[at] = 0.0;
-                        copy_row(&mut p0[at + 1..at + w], &row[..w - 1]);
-                        copy_row(&mut p2[at..at + w - 1], &row[1..]);
-                        p2[at + w - 1] = 0.0;
-                    }
+                    copy_row(&mut p2[at..at + w - 1], &row[1..]);
+                    p2[at + w - 1] = 0.0;
                 }
             }
         }
@@ -241,7 +230,7 @@ impl Plan {
     pub(super) fn fill_input(&self, fr: &Frame, src: &[f32], dst: &mut [f32]) {
         let (c, h, w) = (self.geo.c, self.geo.h, self.geo.w);
         if self.geo.s == 1 {
-            return self.fill_planes(fr, src, c, dst, false);
+            return self.fill_planes(fr, src, c, dst);
         }
         fr.fill_with(dst, 4 * c, |pl, j, y, out| {
             let (ch, a, b) = (pl / 4, pl % 4 / 2, pl % 2);

@@ -425,15 +425,15 @@ pub(crate) fn forward(
     unsafe { util::filled(geo.n * co * ohw, per * co * ohw, body) }
 }
 
-/// Backward pass on row-major buffers, as [`crate::conv`]'s: adds `∂/∂x` into `dx` (unless
-/// `dx` is `None`: `crate::winograd` computes it for its layers) and returns `(∂/∂w, ∂/∂bias)`.
+/// Backward pass on row-major buffers, as [`crate::conv`]'s: adds `∂/∂x` into `dx` and returns
+/// `(∂/∂w, ∂/∂bias)`.
 pub(crate) fn backward(
     isa: Isa,
     geo: &ConvGeom,
     x: &[f32],
     w: &[f32],
     dout: &[f32],
-    dx: Option<&mut [f32]>,
+    dx: &mut [f32],
     with_bias: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     let (c, co, chw, ohw) = (geo.c, geo.co, geo.c * geo.h * geo.w, geo.pix());
@@ -441,31 +441,23 @@ pub(crate) fn backward(
     let plan = Plan::new(geo, per);
     // Each pass of `∂/∂x` with its packed weights (its taps are the same for every stack; their
     // offsets follow each stack's row stride).
-    let passes: Vec<_> = if dx.is_none() {
-        Vec::new()
-    } else {
-        plan.dx_passes()
-    }
-    .into_iter()
-    .map(|(ab, taps)| {
-        let wt = pack(w, co, c, true, &taps);
-        (ab, taps, wt)
-    })
-    .collect();
+    let passes: Vec<_> = plan
+        .dx_passes()
+        .into_iter()
+        .map(|(ab, taps)| {
+            let wt = pack(w, co, c, true, &taps);
+            (ab, taps, wt)
+        })
+        .collect();
     let blocked = blocked_dw(isa, geo);
     // Shifted planes serve `∂/∂x`; blocked `∂/∂w` reads `x` and `∂/∂y` framed once more on one
     // plane (its taps shift by whole vectors, so its loads are aligned there too).
     let refr = blocked && plan.full.sep == 0;
-    // Each thread's part of `∂/∂x`, or none where the caller computes it.
-    let dx_parts: Vec<Option<&mut [f32]>> = match dx {
-        Some(dx) => dx.chunks_mut(per * chw).map(Some).collect(),
-        None => x.chunks(per * chw).map(|_| None).collect(),
-    };
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx_parts
-        .into_par_iter()
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(per * chw)
         .zip(x.par_chunks(per * chw))
         .zip(dout.par_chunks(per * co * ohw))
-        .map(|((mut dxs, xs), douts)| {
+        .map(|((dxs, xs), douts)| {
             // `[co][c][9]`, or `[co][9][c]` where `∂/∂w` is blocked.
             let mut dw = vec![0.0f32; co * c * 9];
             let mut db = vec![0.0f32; co];
@@ -487,17 +479,17 @@ pub(crate) fn backward(
             );
             let (xf, dyf, dxf) = (aligned(&mut xbuf), aligned(&mut dybuf), aligned(&mut dxbuf));
             let (xbl, dy1f) = (aligned(&mut xbbuf), aligned(&mut dy1buf));
-            for (k, (xb, dob)) in xs
-                .chunks(plan.full.nb * chw)
+            for ((dxb, xb), dob) in dxs
+                .chunks_mut(plan.full.nb * chw)
+                .zip(xs.chunks(plan.full.nb * chw))
                 .zip(douts.chunks(plan.full.nb * co * ohw))
-                .enumerate()
             {
                 if with_bias {
                     crate::conv::add_bias_grad(&mut db, dob, ohw);
                 }
                 let fr = plan.frame(xb.len() / chw);
                 let dcs = dplanes * fr.len;
-                plan.fill_planes(&fr, dob, co, dyf, passes.is_empty());
+                plan.fill_planes(&fr, dob, co, dyf);
                 // The frame `∂/∂w` reads, with `x̂` and `∂ŷ` on it (`∂/∂y` at output position 0
                 // at the centre tap's offset).
                 let (wf, xw, dyw) = if refr {
@@ -520,10 +512,6 @@ pub(crate) fn backward(
                 } else {
                     weight_grad(isa, &wf, xw, &offs, dyw, co, &mut dw);
                 }
-                let Some(dxs) = dxs.as_deref_mut() else {
-                    continue;
-                };
-                let dxb = &mut dxs[k * plan.full.nb * chw..][..xb.len()];
                 for ((a, b), taps, wt) in &passes {
                     let offs: Vec<usize> = taps.iter().map(|&t| plan.dx_offset(&fr, t)).collect();
                     conv_rows(isa, &fr, (dyf, dcs, co), &offs, wt, c, dxf, ld);
@@ -626,7 +614,7 @@ mod tests {
                 // sums near 10: rounding differences reach about 1e-5.
                 close(&format!("out {what}"), &got, &want, 5e-5);
                 let mut dx = vec![0.5; x.len()];
-                let (dw, db) = backward(isa, &geo, &x, &wt, &dy, Some(&mut dx), bias.is_some());
+                let (dw, db) = backward(isa, &geo, &x, &wt, &dy, &mut dx, bias.is_some());
                 close(&format!("dx {what}"), &dx, &dx_want, 5e-5);
                 close(&format!("dw {what}"), &dw, &dw_want, 1e-4);
                 close(&format!("db {what}"), &db, &db_want, 1e-5);
