@@ -526,3 +526,63 @@ pub fn conv2d<D: OpsDevice, T: Tape<f32, D>>(
 ) -> Tensor<Shape4, f32, D, T> {
     D::conv2d_op(x, weight, bias, cfg)
 }
+
+/// What the CPU's faster convolutions are tested against.
+#[cfg(test)]
+pub(crate) mod reference {
+    use super::{backward_im2col, forward_im2col, ConvGeom};
+    use rand::{rngs::StdRng, Rng};
+
+    /// A random case of a geometry (values in [-1, 1)) with its im2col forward and backward
+    /// passes; `dx` started at 0.5 everywhere, so that adding into `∂/∂x` is checked too.
+    pub(crate) struct Case {
+        pub x: Vec<f32>,
+        pub w: Vec<f32>,
+        pub bias: Option<Vec<f32>>,
+        pub dy: Vec<f32>,
+        pub out: Vec<f32>,
+        pub dx: Vec<f32>,
+        pub dw: Vec<f32>,
+        pub db: Vec<f32>,
+    }
+
+    impl Case {
+        pub(crate) fn new(geo: &ConvGeom, bias: bool, rng: &mut StdRng) -> Self {
+            let mut u =
+                |k: usize| -> Vec<f32> { (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+            let out_len = geo.n * geo.co * geo.pix();
+            let (x, w, b, dy) = (
+                u(geo.n * geo.c * geo.h * geo.w),
+                u(geo.co * geo.c * 9),
+                u(geo.co),
+                u(out_len),
+            );
+            let bias = bias.then_some(b);
+            let mut out = vec![0.0; out_len];
+            forward_im2col(geo, &x, &w, bias.as_deref(), &mut out);
+            let mut dx = vec![0.5; x.len()];
+            let (dw, db) = backward_im2col(geo, &x, &w, &dy, &mut dx, bias.is_some());
+            Self {
+                x,
+                w,
+                bias,
+                dy,
+                out,
+                dx,
+                dw,
+                db,
+            }
+        }
+    }
+
+    /// Asserts `a ≈ b` element-wise within `tol · (1 + |b|)`, naming `what` and the index.
+    pub(crate) fn close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    }
+}

@@ -439,11 +439,12 @@ pub(crate) fn backward_input(geo: &ConvGeom, w: &[f32], dout: &[f32], dx: &mut [
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::{backward_im2col, forward_im2col, Conv2dCfg};
-    use rand::{Rng, SeedableRng};
+    use crate::conv::reference::{close, Case};
+    use crate::conv::Conv2dCfg;
+    use rand::SeedableRng;
 
-    /// Forward and `∂/∂x` agree with im2col: non-square images, a partial last stack, bias, and
-    /// input and output channel counts that differ.
+    /// The forward pass, `∂/∂x`, `∂/∂w` and `∂/∂bias` agree with im2col: non-square images, a
+    /// partial last stack, bias, and input and output channel counts that differ.
     #[test]
     fn winograd_matches_im2col() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -455,36 +456,18 @@ mod tests {
         ] {
             let geo = ConvGeom::new((n, c, h, w), (co, c, 3, 3), Conv2dCfg::new(1, 1));
             assert!(applies(&geo), "{geo:?}");
-            let mut u =
-                |k: usize| -> Vec<f32> { (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect() };
-            let out_len = n * co * geo.pix();
-            let (x, wt, b, dy) = (u(n * c * h * w), u(co * c * 9), u(co), u(out_len));
-            let bias = bias.then_some(&b[..]);
-            let mut want = vec![0.0; out_len];
-            forward_im2col(&geo, &x, &wt, bias, &mut want);
-            let got = forward(&geo, &x, &wt, bias);
-            let mut dx_want = vec![0.5; x.len()];
-            let (dw_want, db_want) =
-                backward_im2col(&geo, &x, &wt, &dy, &mut dx_want, bias.is_some());
-            // The layer's whole backward pass: `∂/∂x` here, `∂/∂w` by the direct kernels.
-            let mut dx = vec![0.5; x.len()];
-            let (dw, db) = crate::conv::backward_cpu(&geo, &x, &wt, &dy, &mut dx, bias.is_some());
-            for (what, a, b) in [
-                ("out", &got, &want),
-                ("dx", &dx, &dx_want),
-                ("dw", &dw, &dw_want),
-                ("db", &db, &db_want),
-            ] {
-                assert_eq!(a.len(), b.len());
-                for (i, (p, q)) in a.iter().zip(b.iter()).enumerate() {
-                    // Sums of 70·9 products of values in [-1, 1): the transforms' rounding
-                    // stays below 1e-4 of the partial sums.
-                    assert!(
-                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
-                        "{what}[{i}] {geo:?}: {p} vs {q}"
-                    );
-                }
-            }
+            let r = Case::new(&geo, bias, &mut rng);
+            let what = format!("{n}x{c}x{h}x{w} -> {co}");
+            // Sums of up to 144·9 products of values in [-1, 1), in 16 products of transformed
+            // values: the transforms' rounding stays below 1e-4 of the partial sums.
+            let got = forward(&geo, &r.x, &r.w, r.bias.as_deref());
+            close(&format!("out {what}"), &got, &r.out, 1e-4);
+            let mut dx = vec![0.5; r.x.len()];
+            backward_input(&geo, &r.w, &r.dy, &mut dx);
+            close(&format!("dx {what}"), &dx, &r.dx, 1e-4);
+            let (dw, db) = backward_weights(&geo, &r.x, &r.dy, bias);
+            close(&format!("dw {what}"), &dw, &r.dw, 1e-4);
+            close(&format!("db {what}"), &db, &r.db, 1e-5);
         }
     }
 }

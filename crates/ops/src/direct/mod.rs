@@ -543,18 +543,9 @@ pub(crate) fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::{backward_im2col, forward_im2col, Conv2dCfg};
-    use rand::{Rng, SeedableRng};
-
-    fn close(what: &str, a: &[f32], b: &[f32], tol: f32) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= tol * (1.0 + y.abs()),
-                "{what}[{i}]: {x} vs {y}"
-            );
-        }
-    }
+    use crate::conv::reference::{close, Case};
+    use crate::conv::Conv2dCfg;
+    use rand::SeedableRng;
 
     /// `KD_OPS_ISA` picks a set the CPU runs and refuses, naming itself, one it does not.
     #[test]
@@ -597,27 +588,18 @@ mod tests {
         ] {
             let geo = ConvGeom::new((n, c, h, w), (co, c, 3, 3), Conv2dCfg::new(stride, 1));
             assert!(applies(&geo), "{geo:?}");
-            let mut u =
-                |k: usize| -> Vec<f32> { (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect() };
-            let out_len = n * co * geo.pix();
-            let (x, wt, b, dy) = (u(n * c * h * w), u(co * c * 9), u(co), u(out_len));
-            let bias = bias.then_some(&b[..]);
-            let mut want = vec![0.0; out_len];
-            forward_im2col(&geo, &x, &wt, bias, &mut want);
-            let mut dx_want = vec![0.5; x.len()];
-            let (dw_want, db_want) =
-                backward_im2col(&geo, &x, &wt, &dy, &mut dx_want, bias.is_some());
+            let r = Case::new(&geo, bias, &mut rng);
             for isa in Isa::available() {
                 let what = format!("{isa:?} {n}x{c}x{h}x{w} -> {co} stride {stride}");
-                let got = forward(isa, &geo, &x, &wt, bias);
+                let got = forward(isa, &geo, &r.x, &r.w, r.bias.as_deref());
                 // A value sums up to 70·9 products, in another order than `gemm`'s, with partial
                 // sums near 10: rounding differences reach about 1e-5.
-                close(&format!("out {what}"), &got, &want, 5e-5);
-                let mut dx = vec![0.5; x.len()];
-                let (dw, db) = backward(isa, &geo, &x, &wt, &dy, &mut dx, bias.is_some());
-                close(&format!("dx {what}"), &dx, &dx_want, 5e-5);
-                close(&format!("dw {what}"), &dw, &dw_want, 1e-4);
-                close(&format!("db {what}"), &db, &db_want, 1e-5);
+                close(&format!("out {what}"), &got, &r.out, 5e-5);
+                let mut dx = vec![0.5; r.x.len()];
+                let (dw, db) = backward(isa, &geo, &r.x, &r.w, &r.dy, &mut dx, bias);
+                close(&format!("dx {what}"), &dx, &r.dx, 5e-5);
+                close(&format!("dw {what}"), &dw, &r.dw, 1e-4);
+                close(&format!("db {what}"), &db, &r.db, 1e-5);
             }
         }
     }
