@@ -3,8 +3,8 @@
 //! each 2×2 block of outputs is `Y = Aᵀ [Σ_c (G g G ᵀ) ⊙ (Bᵀ d B)] A`, so one tile of 16
 //! products per input channel replaces 36 multiplications: 2.25× fewer than
 //! [`crate::direct`]'s kernels. The sum over input channels is 16 matrix products (one per
-//! element of the 4×4 tile, `gemm`), of `[outputs × inputs]` transformed weights by
-//! `[inputs × tiles]` transformed input tiles.
+//! element of the 4×4 tile, `gemm`), of `[tiles × inputs]` transformed input tiles by
+//! `[inputs × outputs]` transformed weights.
 //!
 //! `∂/∂x` of a stride-1, padding-1 3×3 convolution is the same convolution of `∂/∂y` with the
 //! kernel rotated by 180° and its channel axes swapped, so it runs through the same code.
@@ -21,9 +21,9 @@ use std::mem::MaybeUninit;
 /// channel. There the 16 matrix products are wide enough for `gemm` to run near its peak and
 /// the tile transforms (a cost per channel and pixel) are small beside them. Time against the
 /// direct kernels (two threads, 128 images, alternating in one process), forward / backward:
-/// 0.76–0.79× / 0.72–0.73× at 512 channels 4×4, 0.84–0.86× / 0.80–0.82× at 256 channels
-/// 8×8. Left direct: 128 channels 16×16 (0.92× / 1.06–1.08×), 64 channels 8×8 (1.2× /
-/// 1.2×), 64 channels 32×32 (1.65× / 1.7–1.8×).
+/// 0.75–0.76× / 0.72–0.73× at 512 channels 4×4, 0.84–0.86× / 0.79–0.82× at 256 channels
+/// 8×8. Left direct: 128 channels 16×16 (0.92–0.93× / 1.06–1.08×), 64 channels 8×8
+/// (1.15–1.25× / 1.2×), 64 channels 32×32 (1.64–1.66× / 1.7–1.8×).
 const MIN_CHANNELS: usize = 128;
 
 /// See [`MIN_CHANNELS`].
