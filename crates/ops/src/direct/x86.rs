@@ -26,14 +26,14 @@ pub(super) unsafe fn conv_block(
         ($nt:literal) => {{
             let offs: &[usize; $nt] = offs.try_into().expect("tap count");
             if avx512 {
-                // Tiles of 48 positions, then one of 32 or 16 for the rest.
+                // Tiles of three vectors (48 positions), then one of two or one for the rest.
                 let (w, main) = (wp.as_ptr(), qpad / super::TILE * super::TILE);
-                conv_block_avx512::<$nt>(main, x, cs, cin, offs, w, rows, op, ld, add);
+                conv_block_avx512::<$nt, 3>(main, x, cs, cin, offs, w, rows, op, ld, add);
                 let (x, op) = (x.add(main), op.add(main));
                 match qpad - main {
                     0 => {}
-                    16 => conv_tail16_avx512::<$nt>(16, x, cs, cin, offs, w, rows, op, ld, add),
-                    32 => conv_tail32_avx512::<$nt>(32, x, cs, cin, offs, w, rows, op, ld, add),
+                    16 => conv_block_avx512::<$nt, 1>(16, x, cs, cin, offs, w, rows, op, ld, add),
+                    32 => conv_block_avx512::<$nt, 2>(32, x, cs, cin, offs, w, rows, op, ld, add),
                     n => unreachable!("{n} positions left: qpad is a multiple of 16"),
                 }
             } else {
@@ -41,7 +41,8 @@ pub(super) unsafe fn conv_block(
                 // one in the inner loop, which ran 1.4–1.8× slower.
                 for r0 in (0..rows).step_by(4) {
                     let (w, n) = (wp.as_ptr().add(r0), (rows - r0).min(4));
-                    conv_block_avx2::<$nt>(qpad, x, cs, cin, offs, w, n, op.add(r0 * ld), ld, add)
+                    let o = op.add(r0 * ld);
+                    conv_block_avx2::<$nt, 2>(qpad, x, cs, cin, offs, w, n, o, ld, add)
                 }
             }
         }};
@@ -58,7 +59,7 @@ pub(super) unsafe fn conv_block(
 /// The taps of one input channel in a [`tile_kernel`]: for each tap `t < nt`, `v` loads of the
 /// frame at `xc + offs[t]`, each multiplied by the `acc.len()` broadcast weights of `wc`'s tap.
 macro_rules! tile_taps {
-    ($nt:ident, $xc:ident, $wc:ident, $offs:ident, $acc:ident, $lanes:literal, $v:literal,
+    ($nt:ident, $xc:ident, $wc:ident, $offs:ident, $acc:ident, $lanes:literal, $v:ident,
      $load:ident, $set1:ident, $fma:ident; $($t:literal)*) => {$(
         if $t < $nt {
             let a = $xc.add(*$offs.get_unchecked($t));
@@ -75,17 +76,17 @@ macro_rules! tile_taps {
 }
 
 /// Defines a tile kernel of [`conv_block`]: `$r` output rows (of the 8 of a packed block,
-/// starting at `wp`) × `$v` vectors of `$lanes` positions, in `$r·$v` accumulators; per input
-/// channel and tap, `$v` loads of the frame and `$r` broadcast weights, over all of the pass's
-/// input channels. The AVX-512 and AVX2 kernels are this one loop with their own vector type,
-/// intrinsics and tile.
+/// starting at `wp`) × `V` vectors of `$lanes` positions, in `$r·V` accumulators; per input
+/// channel and tap, `V` loads of the frame and `$r` broadcast weights, over all of the pass's
+/// input channels. `qpad` is a multiple of `V·$lanes`. The AVX-512 and AVX2 kernels are this
+/// one loop with their own vector type, intrinsics and rows.
 macro_rules! tile_kernel {
-    ($(#[$doc:meta])* $name:ident, $feature:literal, $lanes:literal, $r:literal, $v:literal,
+    ($(#[$doc:meta])* $name:ident, $feature:literal, $lanes:literal, $r:literal,
      $zero:ident, $load:ident, $store:ident, $set1:ident, $fma:ident) => {
         $(#[$doc])*
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn $name<const NT: usize>(
+        unsafe fn $name<const NT: usize, const V: usize>(
             qpad: usize,
             xf: *const f32,
             cs: usize,
@@ -99,7 +100,7 @@ macro_rules! tile_kernel {
         ) {
             let mut q = 0;
             while q < qpad {
-                let mut acc = [[$zero(); $v]; $r];
+                let mut acc = [[$zero(); V]; $r];
                 if add {
                     for (r, ar) in acc.iter_mut().enumerate().take(rows) {
                         for (k, a) in ar.iter_mut().enumerate() {
@@ -112,7 +113,7 @@ macro_rules! tile_kernel {
                     let wc = wp.add(c * NT * MR);
                     // The taps written out (those past `NT` compile away): a loop of nine
                     // mispredicts its exit.
-                    tile_taps!(NT, xc, wc, offs, acc, $lanes, $v, $load, $set1, $fma;
+                    tile_taps!(NT, xc, wc, offs, acc, $lanes, V, $load, $set1, $fma;
                         0 1 2 3 4 5 6 7 8);
                 }
                 for (r, ar) in acc.iter().enumerate().take(rows) {
@@ -120,33 +121,22 @@ macro_rules! tile_kernel {
                         $store(op.add(r * ld + q + $lanes * k), *a);
                     }
                 }
-                q += $lanes * $v;
+                q += $lanes * V;
             }
         }
     };
 }
 
 tile_kernel!(
-    /// AVX-512 tile: 8 output rows × 48 positions in 24 accumulators.
-    conv_block_avx512, "avx512f", 16, 8, 3,
+    /// AVX-512 tile: 8 output rows × `V` vectors (three, 48 positions, in 24 accumulators;
+    /// two or one for the last positions of a stack).
+    conv_block_avx512, "avx512f", 16, 8,
     _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps
 );
 
 tile_kernel!(
-    /// AVX-512 tile for the last 32 positions: 8 output rows × 32 positions.
-    conv_tail32_avx512, "avx512f", 16, 8, 2,
-    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps
-);
-
-tile_kernel!(
-    /// AVX-512 tile for the last 16 positions: 8 output rows × 16 positions.
-    conv_tail16_avx512, "avx512f", 16, 8, 1,
-    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps
-);
-
-tile_kernel!(
-    /// AVX2 tile: 4 output rows × 16 positions in 8 accumulators.
-    conv_block_avx2, "avx2,fma", 8, 4, 2,
+    /// AVX2 tile: 4 output rows × two vectors (16 positions) in 8 accumulators.
+    conv_block_avx2, "avx2,fma", 8, 4,
     _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps
 );
 
