@@ -461,7 +461,9 @@ pub(crate) fn add_bias_grad(db: &mut [f32], dout: &[f32], pix: usize) {
 }
 
 /// The sum, in thread order, of the per-thread `(∂/∂w, ∂/∂bias)` of a backward pass (zeros of
-/// lengths `lens` when there are none).
+/// lengths `lens` when there are none). The weight gradients are added on the pool: at 512
+/// channels they are 2.4 M values (16 × as many for Winograd's), and one thread adding them
+/// left the other idle.
 pub(crate) fn sum_partials(
     partials: Vec<(Vec<f32>, Vec<f32>)>,
     lens: (usize, usize),
@@ -469,9 +471,11 @@ pub(crate) fn sum_partials(
     let mut iter = partials.into_iter();
     let (mut dw, mut db) = iter
         .next()
-        .unwrap_or_else(|| (vec![0.0; lens.0], vec![0.0; lens.1]));
+        .unwrap_or_else(|| (util::zeros(lens.0), vec![0.0; lens.1]));
     for (pw, pb) in iter {
-        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
+        dw.par_chunks_mut(util::FILL_CHUNK)
+            .zip(pw.par_chunks(util::FILL_CHUNK))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
         db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
     }
     (dw, db)

@@ -90,7 +90,7 @@ pub(crate) fn read4<T>(t: &Tensor<Shape4, f32, Cpu, T>) -> Input {
 }
 
 /// Values per rayon task when a buffer is filled on the pool.
-const FILL_CHUNK: usize = 1 << 15;
+pub(crate) const FILL_CHUNK: usize = 1 << 15;
 
 /// A `Vec` of `n` values, each written once by `fill(chunk index, chunk)` on the rayon pool
 /// (chunks of `chunk` values, at least [`FILL_CHUNK`] values per task), without zeroing the

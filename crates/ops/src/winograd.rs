@@ -51,8 +51,7 @@ const L: usize = 16;
 /// `w[(o·cin + c)·9 ..]`, or with `rotate` (the kernel of `∂/∂x`, whose outputs are the layer's
 /// inputs) `w[(c·cout + o)·9 ..]` turned by 180°.
 fn transform_weights(w: &[f32], cout: usize, cin: usize, rotate: bool) -> Vec<f32> {
-    let mut u = vec![0.0f32; cin * 16 * cout];
-    u.par_chunks_mut(16 * cout).enumerate().for_each(|(c, uc)| {
+    let body = |c: usize, uc: &mut [MaybeUninit<f32>]| {
         for o in 0..cout {
             let g: [f32; 9] = if rotate {
                 let k = &w[(c * cout + o) * 9..][..9];
@@ -73,12 +72,13 @@ fn transform_weights(w: &[f32], cout: usize, cin: usize, rotate: bool) -> Vec<f3
             for (i, [a, b, d]) in gg.into_iter().enumerate() {
                 let t = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
                 for (q, v) in t.into_iter().enumerate() {
-                    uc[(4 * i + q) * cout + o] = v;
+                    uc[(4 * i + q) * cout + o].write(v);
                 }
             }
         }
-    });
-    u
+    };
+    // SAFETY: chunk `c` is `[16][cout]`, and the loops write each `(e, o)` of it.
+    unsafe { util::filled(cin * 16 * cout, 16 * cout, body) }
 }
 
 /// The layer's shape as this module sees it: `cin` channels of `h × w` in, `cout` out.
@@ -370,22 +370,23 @@ pub(crate) fn backward_weights(
     let (du, db) = crate::conv::sum_partials(partials, (16 * s.cout * s.cin, s.cout));
     // Gᵀ of four values: the transpose of the weight transform's `G`.
     let gt = |[a, b, c, d]: [f32; 4]| [a + 0.5 * (b + c), 0.5 * (b - c), 0.5 * (b + c) + d];
-    let mut dw = vec![0.0f32; s.cout * s.cin * 9];
     let plane = s.cout * s.cin;
-    dw.par_chunks_mut(s.cin * 9)
-        .enumerate()
-        .for_each(|(o, dwo)| {
-            for (c, k) in dwo.chunks_exact_mut(9).enumerate() {
-                let u: [f32; 16] = std::array::from_fn(|e| du[e * plane + o * s.cin + c]);
-                // Gᵀ down each of the four columns, then along the three rows.
-                let cols: [[f32; 3]; 4] =
-                    std::array::from_fn(|q| gt(std::array::from_fn(|i| u[4 * i + q])));
-                for r in 0..3 {
-                    let row = gt(std::array::from_fn(|q| cols[q][r]));
-                    k[3 * r..3 * r + 3].copy_from_slice(&row);
-                }
+    let body = |o: usize, dwo: &mut [MaybeUninit<f32>]| {
+        for (c, k) in dwo.chunks_exact_mut(9).enumerate() {
+            let u: [f32; 16] = std::array::from_fn(|e| du[e * plane + o * s.cin + c]);
+            // Gᵀ down each of the four columns, then along the three rows.
+            let cols: [[f32; 3]; 4] =
+                std::array::from_fn(|q| gt(std::array::from_fn(|i| u[4 * i + q])));
+            for (r, kr) in k.chunks_exact_mut(3).enumerate() {
+                let row = gt(std::array::from_fn(|q| cols[q][r]));
+                kr.iter_mut().zip(row).for_each(|(d, v)| {
+                    d.write(v);
+                });
             }
-        });
+        }
+    };
+    // SAFETY: chunk `o` is `[cin][9]`, and the loops write each kernel's nine values.
+    let dw = unsafe { util::filled(plane * 9, s.cin * 9, body) };
     (dw, db)
 }
 
