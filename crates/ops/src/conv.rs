@@ -6,7 +6,7 @@
 //! `applies` has the cutoffs: every 3×3 layer of ResNet-20, and all of ResNet-18's but its two
 //! widest stride-2 ones) run its direct kernels, except that the widest stride-1 layers
 //! (`crate::winograd::applies`: ResNet-18's 256 channels 8×8 and 512 channels 4×4) run their
-//! forward pass and `∂/∂x` as Winograd `F(2×2, 3×3)`. Every other geometry lowers each sample
+//! forward and backward passes as Winograd `F(2×2, 3×3)`. Every other geometry lowers each sample
 //! and group to one `gemm` (im2col; a 1×1 stride-1 unpadded convolution reads the input
 //! directly), and the backward pass computes `dW += dY · colᵀ` and `dX += col2im(Wᵀ · dY)`.
 

@@ -59,8 +59,9 @@ pub struct Args {
     /// Cap both sides' CPU kernels at this instruction set (`avx2` or `avx512`), to compare
     /// them as on a CPU without the wider one: ours through `KD_OPS_ISA` (the direct
     /// convolution kernels), PyTorch's through `ONEDNN_MAX_CPU_ISA` (oneDNN) and
-    /// `ATEN_CPU_CAPABILITY` (its own kernels). The `gemm` crate (1×1 convolutions, the
-    /// convolutions left to im2col, linear layers) picks its own.
+    /// `ATEN_CPU_CAPABILITY` (its own kernels). The `gemm` crate (Winograd's products, 1×1
+    /// convolutions, the convolutions left to im2col, linear layers) picks its own: build
+    /// without its `x86-v4` feature for a run with no AVX-512 on our side.
     #[arg(long, value_parser = ["avx2", "avx512"])]
     isa: Option<String>,
     /// Write the table here instead of `target/bench/models[-generic|-cuda].md`.
@@ -353,8 +354,8 @@ pub fn run(args: Args) -> Result<()> {
                 .collect();
             writeln!(
                 text,
-                "`--isa {isa}`: PyTorch capped with {}; the `gemm` crate on our side is not \
-                 capped.",
+                "`--isa {isa}`: PyTorch capped with {}; the `gemm` crate on our side (Winograd's \
+                 products, 1×1 and im2col convolutions) is not capped.",
                 caps.join(" and ")
             )?;
         }

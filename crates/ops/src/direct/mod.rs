@@ -1,6 +1,7 @@
 //! Direct 3×3 convolution (padding 1, no dilation, one group; stride 1, or stride 2 on even
 //! sizes; [`applies`] adds the width and channel cutoffs) without an im2col matrix: every 3×3
-//! layer of ResNet-20 and all but one of ResNet-18's.
+//! layer of ResNet-20 and all but one of ResNet-18's, of which `crate::conv` gives the widest
+//! stride-1 ones (`crate::winograd::applies`) to Winograd first.
 //!
 //! The input is copied once into a *framed* layout ([`frame`]): per plane, the images of a stack
 //! side by side, row `y` of every image in frame row `y + 1`, each image row followed by one
